@@ -1,6 +1,7 @@
-"""The daily data contract: schema, loader, batches (see docs/data-format.md)."""
+"""The daily data contract: schema, loader, batches, field statistics (see docs/data-format.md)."""
 
 from ctrlens.data.batch import Batch
+from ctrlens.data.loader import DailyDataset, DailyIterable
 from ctrlens.data.schema import (
     DenseField,
     ImageField,
@@ -10,5 +11,21 @@ from ctrlens.data.schema import (
     SequenceField,
     SparseField,
 )
+from ctrlens.data.validate import DataError, DayCounts, FieldCounts, ValidationReport
 
-__all__ = ["Batch", "DenseField", "ImageField", "PositionField", "Schema", "SchemaError", "SequenceField", "SparseField"]
+__all__ = [
+    "Batch",
+    "DailyDataset",
+    "DailyIterable",
+    "DataError",
+    "DayCounts",
+    "DenseField",
+    "FieldCounts",
+    "ImageField",
+    "PositionField",
+    "Schema",
+    "SchemaError",
+    "SequenceField",
+    "SparseField",
+    "ValidationReport",
+]

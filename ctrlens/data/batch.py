@@ -63,6 +63,22 @@ class Batch:
             row=None if self.row is None else self.row.to(device, non_blocking=non_blocking),
         )
 
+    def pin_memory(self) -> "Batch":
+        """Pinned-memory copy (``DataLoader(pin_memory=True)`` calls this) for faster host-to-GPU copies."""
+
+        def pin(d: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {k: v.pin_memory() for k, v in d.items()}
+
+        return Batch(
+            features=pin(self.features),
+            masks=pin(self.masks),
+            labels=pin(self.labels),
+            images=None if self.images is None else self.images.pin_memory(),
+            image_index=pin(self.image_index),
+            user=None if self.user is None else self.user.pin_memory(),
+            row=None if self.row is None else self.row.pin_memory(),
+        )
+
     def select(self, idx: Tensor | slice) -> "Batch":
         """Rows ``idx`` of the batch (images are kept whole: indices into them stay valid)."""
 

@@ -143,7 +143,8 @@ class Schema:
         labels: ``("click",)`` or ``("click", "conversion")``; conversion may only be 1 where click is 1.
         image_table: file name (relative to the root) of the per-item image table, if any.
         image_shape: ``(C, H, W)`` of every image in the table.
-        day_column: optional column holding a timestamp/row id the loader carries through untouched.
+        extra: free-form notes; ``extra["passthrough_columns"]`` lists extra Parquet columns the loader
+            tolerates and ignores (see docs/data-format.md).
     """
 
     fields: tuple[Field, ...]

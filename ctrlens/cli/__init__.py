@@ -64,15 +64,24 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # click usage errors and aborts
         import click
 
-        if isinstance(e, click.exceptions.UsageError):
+        # typer >= 0.2x raises its own (vendored) copies of click's exceptions, not click's
+        try:
+            from typer._click.exceptions import UsageError as _TyperUsageError
+        except ImportError:
+            _TyperUsageError = click.exceptions.UsageError
+        usage = (click.exceptions.UsageError, _TyperUsageError)
+        abort = (click.exceptions.Abort, typer.Abort)
+        exit_ = (click.exceptions.Exit, typer.Exit)
+        if isinstance(e, usage):
             if debug:
                 raise
-            print(f"ctrlens: usage error: {e.format_message()}", file=sys.stderr)
+            if e.format_message():  # empty after no_args_is_help has printed the help
+                print(f"ctrlens: usage error: {e.format_message()}", file=sys.stderr)
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, abort):
             print("ctrlens: aborted", file=sys.stderr)
             sys.exit(130)
-        if isinstance(e, click.exceptions.Exit):
+        if isinstance(e, exit_):
             sys.exit(e.exit_code)
         raise
     # typer in non-standalone mode returns the command's return value; ints are exit codes

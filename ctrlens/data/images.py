@@ -30,6 +30,7 @@ class ImageStore:
 
     def __init__(self, path: str | Path, shape: tuple[int, int, int], key: SparseField) -> None:
         self.path = Path(path)
+        self._key = key
         self.shape = tuple(int(s) for s in shape)
         c, h, w = self.shape
         size = c * h * w
@@ -93,6 +94,21 @@ class ImageStore:
         if n == 0:
             return np.zeros(0, dtype=np.uint8)
         return np.frombuffer(bufs[2], dtype=np.uint8)[offsets[0]:offsets[0] + n * size]
+
+    def with_overrides(self, path: str | Path) -> "ImageStore":
+        """A copy whose images are replaced by those in the override table ``path`` (same columns);
+        items absent from this table are added."""
+        over = ImageStore(path, self.shape, self._key)
+        out = object.__new__(ImageStore)
+        out.path, out.shape, out._key, out.unused = self.path, self.shape, self._key, self.unused
+        out.lookup = self.lookup.copy()
+        hit = np.flatnonzero(over.lookup)  # embedding indices the override defines
+        have = out.lookup[hit] > 0
+        extra = int((~have).sum())
+        out.pixels = torch.cat([self.pixels, torch.zeros((extra,) + tuple(self.pixels.shape[1:]), dtype=torch.uint8)])
+        out.lookup[hit[~have]] = len(self.pixels) + np.arange(extra)
+        out.pixels[torch.from_numpy(out.lookup[hit])] = over.pixels[torch.from_numpy(over.lookup[hit])]
+        return out
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0]) - 1

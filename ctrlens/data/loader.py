@@ -44,6 +44,7 @@ from ctrlens.data.validate import (
 from ctrlens.errors import InputError
 
 DAY_PREFIX = "day="
+IMAGE_OVERRIDE = "_images.parquet"  # per-day image override inside a day folder
 #: Rows decoded per Arrow record batch while reading a row group (bounds memory for huge row groups).
 READ_ROWS = 65_536
 #: Default rows mixed together by ``shuffle=True`` (a day that fits is shuffled uniformly).
@@ -102,6 +103,7 @@ class DailyDataset:
         self.columns = list(expected_columns(self.schema))
         self._maps = {name: IdMap(f) for name, f in self.schema.tables().items()}
         self._images: ImageStore | None = None
+        self._day_images: dict[str, ImageStore] = {}
         self._counts: dict[str, DayCounts] = {}
         if self.schema.images:
             p = self.image_path
@@ -116,6 +118,7 @@ class DailyDataset:
     def __getstate__(self) -> dict:  # DataLoader workers: reload images lazily, start counts afresh
         state = dict(self.__dict__)
         state["_images"] = None
+        state["_day_images"] = {}
         state["_counts"] = {}
         return state
 
@@ -253,8 +256,21 @@ class DailyDataset:
         counts.rows += n
         return out
 
-    def to_batch(self, chunk: Chunk, *, images: bool = True) -> Batch:
-        """Tensors of a mapped chunk (zero-copy where possible), with the images it references."""
+    def images_for(self, day: str | None) -> ImageStore | None:
+        """The image table as it was on ``day``: the shared table, with the rows of the day's override
+        table ``day=D/_images.parquet`` (if present) replacing theirs -- how a broken image pipeline on one
+        day is logged without rewriting the shared table (see docs/data-format.md)."""
+        base = self.images
+        if base is None or day is None:
+            return base
+        if day not in self._day_images:
+            p = self.root / f"{DAY_PREFIX}{day}" / IMAGE_OVERRIDE
+            self._day_images[day] = base.with_overrides(p) if p.exists() else base
+        return self._day_images[day]
+
+    def to_batch(self, chunk: Chunk, *, images: bool = True, day: str | None = None) -> Batch:
+        """Tensors of a mapped chunk (zero-copy where possible), with the images it references
+        (as logged on ``day`` when given)."""
         feats = {k[2:]: torch.from_numpy(v) for k, v in chunk.items() if k.startswith("f:")}
         masks = {f.name: feats[f.name] != 0 for f in self.schema.sequences}
         labels = {k[2:]: torch.from_numpy(v) for k, v in chunk.items() if k.startswith("l:")}
@@ -262,7 +278,7 @@ class DailyDataset:
                       user=torch.from_numpy(chunk["_user"]) if "_user" in chunk else None,
                       row=torch.from_numpy(chunk["_row"]))
         if images and self.schema.images:
-            store = self.images
+            store = self.images_for(day)
             assert store is not None
             batch.images, batch.image_index = store.gather(
                 {f.name: chunk["f:" + f.source] for f in self.schema.images})
@@ -323,7 +339,7 @@ class DailyDataset:
                 batch_size: int, rng: np.random.Generator | None, buffer_rows: int, images: bool) -> Iterator[Batch]:
         chunks = self._chunks(plan, segments, ranges, counts)
         for chunk in _rebatch(chunks, batch_size, rng, buffer_rows):
-            yield self.to_batch(chunk, images=images)
+            yield self.to_batch(chunk, images=images, day=plan.day)
 
     def _chunks(self, plan: DayPlan, segments: list[Segment], ranges: list[tuple[int, int]],
                 counts: DayCounts) -> Iterator[Chunk]:

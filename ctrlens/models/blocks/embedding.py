@@ -1,0 +1,234 @@
+"""Per-field embeddings with one tap per field, even when fields share a table.
+
+Index convention (``ctrlens.data.schema``): 0 = padding/missing, 1 = OOV, raw id ``r`` -> ``r + 2``.
+Tables are ``nn.Embedding(V + 2, D, padding_idx=0)``: the padding/missing row is a zero vector that
+never receives gradient, so a missing value contributes nothing to sums and attention. OOV (row 1)
+is a learned vector shared by all unknown ids.
+
+Sequence embeddings are multiplied by the field's mask, so whatever id sits at a padding position,
+the ``[B, L, D]`` output (and everything downstream) is the same.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ctrlens.data.batch import Batch
+from ctrlens.data.schema import DenseField, PositionField, Schema, SequenceField, SparseField
+from ctrlens.errors import InputError
+from ctrlens.models.interface import FieldSpec, Tap
+
+
+def module_key(name: str) -> str:
+    """A ``ModuleDict`` key for a field/table name (``.`` is not allowed in module names)."""
+    return name.replace(".", "__dot__")
+
+
+def masked_sum(x: Tensor, mask: Tensor) -> Tensor:
+    """Sum pooling over real positions: ``[B, L, D]``, bool ``[B, L]`` -> ``[B, D]``."""
+    return (x * mask.unsqueeze(-1).to(x.dtype)).sum(1)
+
+
+def sequence_mask(batch: Batch, name: str) -> Tensor:
+    """The bool ``[B, L]`` mask of sequence field ``name`` (from the batch, else ``ids != 0``)."""
+    m = batch.masks.get(name)
+    return m if m is not None else batch.features[name] != 0
+
+
+class DenseEmbedding(nn.Module):
+    """A numeric field as a ``D``-vector.
+
+    ``mode="vector"``: ``e = x * v`` with a learned ``v`` (FuxiCTR/DeepCTR style; 0 maps to 0);
+    ``mode="linear"``: ``e = W x + b`` (``nn.Linear(1, D)``).
+
+    Shape: ``[B]`` -> ``[B, D]``.
+    """
+
+    def __init__(self, dim: int, mode: str = "vector", init_std: float = 1e-2):
+        super().__init__()
+        if mode not in ("vector", "linear"):
+            raise InputError(f"dense embedding mode must be 'vector' or 'linear', got {mode!r}")
+        self.mode = mode
+        if mode == "vector":
+            self.weight = nn.Parameter(torch.randn(dim) * init_std)
+        else:
+            self.linear = nn.Linear(1, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.to(torch.float32).unsqueeze(-1)
+        return x * self.weight if self.mode == "vector" else self.linear(x)
+
+
+class FieldEmbedding(nn.Module):
+    """Embeds chosen sparse, sequence, dense and position fields of a schema.
+
+    Args:
+        schema: the dataset schema.
+        fields: names to embed, in output order (sparse, sequence, dense or position fields).
+        dim: embedding width for every table; ``None`` uses each table's ``embedding_dim`` from
+            the schema (the table-defining sparse field's).
+        init_std: std of the normal initialisation of table rows (the padding row stays 0).
+        dense_mode: see :class:`DenseEmbedding`.
+
+    Dense and position fields get width ``dim``, or (``dim=None``) the widest table's width.
+
+    ``forward(batch)`` returns field -> ``[B, D]`` (sparse, dense, position) or ``[B, L, D]``
+    (sequence, zero at padding). Each field's output passes through its own ``nn.Identity`` in
+    :attr:`taps`, called once per forward, which :meth:`field_specs` names as the field's tap.
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        fields: Sequence[str],
+        dim: int | None = None,
+        init_std: float = 1e-2,
+        dense_mode: str = "vector",
+    ):
+        super().__init__()
+        self.schema = schema
+        self.fields: tuple[str, ...] = tuple(fields)
+        self.kinds: dict[str, str] = {}
+        self.table_of: dict[str, str] = {}
+        self.dims: dict[str, int] = {}
+        self.tables = nn.ModuleDict()
+        self.dense = nn.ModuleDict()
+        self.taps = nn.ModuleDict()
+        self.position: nn.Embedding | None = None
+        defining = schema.tables()
+        used = []
+        for name in self.fields:
+            if name not in schema:
+                raise InputError(f"field {name!r} is not in the schema; fields are {list(schema.names)}")
+            f = schema[name]
+            if isinstance(f, (SparseField, SequenceField)):
+                t = f.table_name if isinstance(f, SparseField) else f.table
+                used.append(t)
+        width = dim or max([defining[t].embedding_dim for t in used] or [8])
+        for name in self.fields:
+            f = schema[name]
+            self.kinds[name] = f.kind
+            if isinstance(f, (SparseField, SequenceField)):
+                t = f.table_name if isinstance(f, SparseField) else f.table
+                spec = defining[t]
+                d = dim or spec.embedding_dim
+                if module_key(t) not in self.tables:
+                    emb = nn.Embedding(spec.num_embeddings, d, padding_idx=0)
+                    nn.init.normal_(emb.weight, std=init_std)
+                    with torch.no_grad():
+                        emb.weight[0].zero_()
+                    self.tables[module_key(t)] = emb
+                self.table_of[name] = t
+                self.dims[name] = d
+            elif isinstance(f, DenseField):
+                self.dense[module_key(name)] = DenseEmbedding(width, dense_mode, init_std)
+                self.dims[name] = width
+            elif isinstance(f, PositionField):
+                if self.position is not None:
+                    raise InputError("at most one position field can be embedded")
+                # rows 0..max_position: 0 is padding/missing, positions are 1-based
+                self.position = nn.Embedding(f.max_position + 1, width, padding_idx=0)
+                nn.init.normal_(self.position.weight, std=init_std)
+                with torch.no_grad():
+                    self.position.weight[0].zero_()
+                self.dims[name] = width
+            else:
+                raise InputError(f"field {name!r} is a {f.kind} field; FieldEmbedding embeds sparse, sequence, dense and position fields")
+            self.taps[module_key(name)] = nn.Identity()
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for name in self.fields:
+            if name not in batch.features:
+                raise InputError(f"batch has no feature {name!r}, which the model embeds; batch features: {sorted(batch.features)}")
+            x = batch.features[name]
+            kind = self.kinds[name]
+            if kind == "sparse":
+                e = self.tables[module_key(self.table_of[name])](x)
+            elif kind == "sequence":
+                mask = sequence_mask(batch, name)
+                e = self.tables[module_key(self.table_of[name])](x) * mask.unsqueeze(-1).to(torch.float32)
+            elif kind == "dense":
+                e = self.dense[module_key(name)](x)
+            else:
+                e = self.position(x)  # type: ignore[misc]
+            out[name] = self.taps[module_key(name)](e)
+        return out
+
+    def field_specs(self) -> dict[str, FieldSpec]:
+        """Field name -> :class:`FieldSpec` on its tap (sequence taps carry ``mask=<field>``)."""
+        out = {}
+        for name in self.fields:
+            kind = self.kinds[name]
+            tap = Tap(self.taps[module_key(name)], None, name if kind == "sequence" else None)
+            out[name] = FieldSpec(name, tap, kind)  # type: ignore[arg-type]
+        return out
+
+    def table_modules(self) -> dict[str, nn.Embedding]:
+        """Table name -> its ``nn.Embedding``."""
+        return {t: self.tables[module_key(t)] for t in dict.fromkeys(self.table_of.values())}  # type: ignore[misc]
+
+    def fields_of_table(self, table: str) -> list[str]:
+        """The embedded fields (sparse and sequence) that look up ``table``."""
+        return [f for f, t in self.table_of.items() if t == table]
+
+    def pooled(self, out: dict[str, Tensor], batch: Batch, skip: Sequence[str] = ()) -> dict[str, Tensor]:
+        """Field -> ``[B, D]``: sequences sum-pooled over real positions; ``skip`` left out."""
+        return {
+            n: masked_sum(out[n], sequence_mask(batch, n)) if self.kinds[n] == "sequence" else out[n]
+            for n in self.fields
+            if n not in skip
+        }
+
+
+class FieldLinear(nn.Module):
+    """The linear (LR) part of a model: ``b + sum_fields w(field value)``.
+
+    Sparse fields look up a scalar weight per id (one ``[V + 2, 1]`` table per embedding table,
+    zero at padding and initialised to 0); sequences sum their ids' weights over real positions;
+    dense fields contribute ``w * x``.
+
+    Shape: batch -> ``[B, 1]``.
+    """
+
+    def __init__(self, schema: Schema, fields: Sequence[str]):
+        super().__init__()
+        self.fields = tuple(fields)
+        self.kinds: dict[str, str] = {}
+        self.table_of: dict[str, str] = {}
+        self.tables = nn.ModuleDict()
+        self.dense = nn.ParameterDict()
+        defining = schema.tables()
+        for name in self.fields:
+            f = schema[name]
+            self.kinds[name] = f.kind
+            if isinstance(f, (SparseField, SequenceField)):
+                t = f.table_name if isinstance(f, SparseField) else f.table
+                self.table_of[name] = t
+                if module_key(t) not in self.tables:
+                    w = nn.Embedding(defining[t].num_embeddings, 1, padding_idx=0)
+                    nn.init.zeros_(w.weight)
+                    self.tables[module_key(t)] = w
+            elif isinstance(f, DenseField):
+                self.dense[module_key(name)] = nn.Parameter(torch.zeros(1))
+            else:
+                raise InputError(f"field {name!r} is a {f.kind} field; the linear part takes sparse, sequence and dense fields")
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, batch: Batch) -> Tensor:
+        n = len(batch)
+        total = self.bias.expand(n).clone()
+        for name in self.fields:
+            x = batch.features[name]
+            kind = self.kinds[name]
+            if kind == "dense":
+                total = total + x.to(torch.float32) * self.dense[module_key(name)]
+                continue
+            w = self.tables[module_key(self.table_of[name])](x).squeeze(-1)  # [B] or [B, L]
+            if kind == "sequence":
+                w = (w * sequence_mask(batch, name).to(w.dtype)).sum(1)
+            total = total + w
+        return total.unsqueeze(-1)

@@ -1,0 +1,59 @@
+"""``ctrlens saliency``: per-field saliency report of a checkpoint on a day (HTML or JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ctrlens.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("saliency")
+    def saliency(
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint (ctrlens train output)."),
+        data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
+        out: Path = typer.Option(..., "--out", help="report.html (standalone page) or report.json."),
+        day: Optional[str] = typer.Option(None, "--day", help="Day to analyse (default: the latest)."),
+        method: str = typer.Option("saliency", "--method", help="saliency | input_x_gradient | integrated_gradients."),
+        head: list[str] = typer.Option(["ctr"], "--head", help="Head(s) to attribute; repeat, or 'all'."),
+        compare_day: Optional[str] = typer.Option(
+            None, "--compare-day", help="Reference day: the report shows each field's change of share from it."
+        ),
+        baseline: str = typer.Option("zero", "--baseline", help="zero | mean (input_x_gradient, integrated_gradients)."),
+        target: str = typer.Option("logit", "--target", help="logit (recommended) | probability."),
+        max_rows: int = typer.Option(20000, "--max-rows", help="Rows sampled from the day."),
+        batch_size: int = typer.Option(4096, "--batch-size"),
+        n_steps: int = typer.Option(16, "--n-steps", help="Integrated Gradients steps."),
+        seed: int = typer.Option(0, "--seed"),
+        device: str = typer.Option("cpu", "--device"),
+    ) -> None:
+        """Which feature fields drive the model's predictions on a day (captum gradients per field)."""
+        suffix = out.suffix.lower()
+        if suffix not in (".html", ".htm", ".json"):
+            raise InputError(f"--out {out}: expected a .html or .json file name")
+        from rich.console import Console
+
+        from ctrlens.saliency import report
+
+        heads = None if head == ["all"] else head
+        kw = dict(method=method, head=heads, max_rows=max_rows, batch_size=batch_size, n_steps=n_steps,
+                  baseline=baseline, seed=seed, device=device, target=target)
+        rep = report(str(checkpoint), str(data), day=day, **kw)
+        ref = report(str(checkpoint), str(data), day=compare_day, **kw) if compare_day else None
+        if suffix == ".json":
+            rep.to_json(out, reference=ref)
+        else:
+            rep.to_html(out, reference=ref)
+        con = Console(stderr=True)
+        top = rep.top(5)
+        con.print(
+            f"saliency of {rep.meta['model']} on {rep.meta['day']} ({rep.meta['rows']} rows, {method}): "
+            + ", ".join(f"{r.field} {r.share:.0%}" for r in top.itertuples())
+        )
+        if ref is not None:
+            ch = ref.compare(rep).head(3)
+            con.print(f"largest changes vs {compare_day}: " + ", ".join(f"{r.field} {r.delta:+.1%}" for r in ch.itertuples()))
+        con.print(f"wrote {out}")

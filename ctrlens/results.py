@@ -77,6 +77,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "norm_p50": "float",
         "norm_p99": "float",
         "effective_rank": "float",
+        "info_abundance": "float",  # sum of singular values / largest one (embedding collapse)
         "hist_json": "json",  # row-norm histogram
     },
     # Layer-wise linear probes (ctrlens.probes).

@@ -1,0 +1,1 @@
+"""Alembic migrations of the ctrlens store (revisions in versions/)."""

@@ -1,0 +1,1 @@
+"""Alembic revisions: 0001 initial schema, 0002 alert history, locks and query indexes."""

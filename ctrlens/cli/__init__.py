@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except InputError as e:
         if debug:
             raise
@@ -84,4 +84,6 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(e, exit_):
             sys.exit(e.exit_code)
         raise
-    # typer in non-standalone mode returns the command's return value; ints are exit codes
+    # In non-standalone mode click returns the code of a `typer.Exit(code)` instead of exiting.
+    if isinstance(rc, int) and not isinstance(rc, bool) and rc != 0:
+        sys.exit(rc)

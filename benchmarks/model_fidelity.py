@@ -8,6 +8,9 @@ Claims checked (each a paired comparison in the same world, same training budget
 3. ESMM's pCVR ranks conversions better over *all* impressions than a CVR model trained on clicked
    rows only (the sample-selection-bias claim). All-impression conversion labels come from the
    world's ground truth: ``z* ~ Bernoulli(p_conversion)`` for every impression, clicked or not.
+   This pair runs on its own world with ``Weights(cvr_shared=ESMM_CVR_SHARED)``: conversion shares
+   the user-interest and item-quality terms of click relevance, so the clicked rows are a biased
+   sample for CVR (in the default world they are not, and the claim has nothing to act on).
 4. PAL's pCTR (served without position) ranks by true relevance (the world's click logit without
    position) better than Base with position as a feature served at a default position (1).
    Spearman correlation with the true relevance logit.
@@ -18,6 +21,7 @@ Claims checked (each a paired comparison in the same world, same training budget
 
     .venv/bin/python benchmarks/model_fidelity.py            # full (~15 min on 2 cores)
     .venv/bin/python benchmarks/model_fidelity.py --quick    # a few minutes
+    .venv/bin/python benchmarks/model_fidelity.py --only esmm --no-movielens   # claim 3 alone
 
 The last line printed is one JSON object with every figure and "met" per claim.
 """
@@ -51,6 +55,8 @@ from ctrlens.models.interface import HeadSpec, ModelView  # noqa: E402
 from ctrlens.train import train  # noqa: E402
 
 MOVIELENS = ROOT.parent / "shared" / "data" / "movielens-latest-small"
+ESMM_CVR_SHARED = 1.0  # coupling of conversion to click relevance in the ESMM pair's world (docs/synthetic-world.md)
+ESMM_MODELS = ("esmm", "cvr_clicked")
 
 
 @dataclass(frozen=True)
@@ -169,24 +175,21 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def run_world(seed: int, sizes: Sizes, work: Path, log: Any) -> dict[str, float]:
-    """Generate a world, train every model, return the figures of one seed."""
-    from ctrlens.synth import generate
+def _world(seed: int, sizes: Sizes, root: Path, log: Any, cvr_shared: float = 0.0) -> tuple[DailyDataset, list[str], list[str], Any]:
+    """Generate the world of ``seed`` into ``root``; returns (dataset, train days, eval days, frame(model, keys, position))."""
+    from ctrlens.synth import Weights, generate
 
-    root = work / f"world{seed}"
     t0 = time.time()
     days_total = sizes.train_days + sizes.eval_days
-    w = generate(root, days=days_total, rows_per_day=sizes.rows_per_day, seed=100 + seed, n_users=sizes.n_users,
-                 n_items=sizes.n_items, n_categories=sizes.n_categories, n_shops=sizes.n_shops, max_hist=sizes.max_hist,
-                 image_size=sizes.image_size, new_items_per_day=sizes.new_items_per_day, importance_rows=1000,
-                 overwrite=True)
+    generate(root, days=days_total, rows_per_day=sizes.rows_per_day, seed=100 + seed, n_users=sizes.n_users,
+             n_items=sizes.n_items, n_categories=sizes.n_categories, n_shops=sizes.n_shops, max_hist=sizes.max_hist,
+             image_size=sizes.image_size, new_items_per_day=sizes.new_items_per_day, importance_rows=1000,
+             weights=Weights(cvr_shared=cvr_shared), overwrite=True)
     ds = DailyDataset(root)
     days = ds.days()
     train_days, eval_days = days[: sizes.train_days], days[sizes.train_days:]
-    log(f"seed {seed}: world {days_total} days x {sizes.rows_per_day} rows in {time.time() - t0:.0f}s")
+    log(f"seed {seed}: world {days_total} days x {sizes.rows_per_day} rows (cvr_shared {cvr_shared}) in {time.time() - t0:.0f}s")
     truth = {d: pd.read_parquet(root / "_truth" / f"rows-{d}.parquet") for d in eval_days}
-    created = pd.read_parquet(root / "_truth" / "items.parquet")["created_day"].to_numpy()
-    rng = np.random.default_rng(1000 + seed)
 
     def frame(model: nn.Module, keys: tuple[str, ...], position: int | None = None) -> pd.DataFrame:
         parts = []
@@ -196,8 +199,44 @@ def run_world(seed: int, sizes: Sizes, work: Path, log: Any) -> dict[str, float]
             parts.append(pd.concat([p, t], axis=1))
         return pd.concat(parts, ignore_index=True)
 
+    return ds, train_days, eval_days, frame
+
+
+def run_esmm(seed: int, sizes: Sizes, work: Path, log: Any, cvr_shared: float = ESMM_CVR_SHARED) -> dict[str, float]:
+    """ESMM vs clicked-only CVR on a world where conversion shares factors with clicks (claim 3)."""
+    t0 = time.time()
+    ds, train_days, _, frame = _world(seed, sizes, work / f"world{seed}-cvr", log, cvr_shared=cvr_shared)
+    models = {}
+    for name in ESMM_MODELS:
+        t = time.time()
+        models[name] = fit(name, work / f"world{seed}-cvr", train_days, work / f"runs{seed}-cvr", sizes, seed, sizes.epochs)
+        log(f"seed {seed}: trained {name} in {time.time() - t:.0f}s")
+    # conversion labels for every impression from the true p_conversion
+    rng = np.random.default_rng(1000 + seed)
+    fe = frame(models["esmm"], ("cvr", "ctr"))
+    fc = frame(models["cvr_clicked"], ("cvr",))
+    zstar = (rng.random(len(fe)) < fe["p_conversion"].to_numpy()).astype(np.float64)
+    clicked = fe["click"].to_numpy() > 0.5
+    r: dict[str, float] = {"cvr_world.true_cvr_clicked": float(fe["p_conversion"][clicked].mean()),
+                           "cvr_world.true_cvr_all": float(fe["p_conversion"].mean())}
+    for n, fr in (("esmm", fe), ("cvr_clicked", fc)):
+        r[f"{n}.cvr_auc_all"] = auc(zstar, fr["cvr"])
+        r[f"{n}.cvr_spearman_all"] = _spearman(fr["cvr"], fr["conversion_logit"])
+        r[f"{n}.cvr_auc_clicked"] = auc(fr["conversion"][clicked], fr["cvr"][clicked])
+        r[f"{n}.cvr_auc_unclicked"] = auc(zstar[~clicked], fr["cvr"][~clicked])
+    log(f"seed {seed}: ESMM pair scored in {time.time() - t0:.0f}s total")
+    return r
+
+
+def run_world(seed: int, sizes: Sizes, work: Path, log: Any) -> dict[str, float]:
+    """Generate the default world, train every model but the ESMM pair, return the figures of one seed."""
+    t0 = time.time()
+    root = work / f"world{seed}"
+    ds, train_days, _, frame = _world(seed, sizes, root, log)
+    created = pd.read_parquet(root / "_truth" / "items.parquet")["created_day"].to_numpy()
+
     models: dict[str, nn.Module] = {}
-    for name in MODELS:
+    for name in (n for n in MODELS if n not in ESMM_MODELS):
         t = time.time()
         models[name] = fit(name, root, train_days, work / f"runs{seed}", sizes, seed, sizes.epochs)
         log(f"seed {seed}: trained {name} in {time.time() - t:.0f}s")
@@ -216,16 +255,6 @@ def run_world(seed: int, sizes: Sizes, work: Path, log: Any) -> dict[str, float]
         # relevance ranking on new items: Spearman with the true click logit without position
         r[f"{n}.rel_new"] = _spearman(fr["ctr"][new], fr["relevance_logit"][new])
         r[f"{n}.rel_all"] = _spearman(fr["ctr"], fr["relevance_logit"])
-
-    # ESMM vs clicked-only CVR: conversion labels for every impression from the true p_conversion
-    fe = frame(models["esmm"], ("cvr", "ctr"))
-    fc = frame(models["cvr_clicked"], ("cvr",))
-    zstar = (rng.random(len(fe)) < fe["p_conversion"].to_numpy()).astype(np.float64)
-    clicked = fe["click"].to_numpy() > 0.5
-    for n, fr in (("esmm", fe), ("cvr_clicked", fc)):
-        r[f"{n}.cvr_auc_all"] = auc(zstar, fr["cvr"])
-        r[f"{n}.cvr_spearman_all"] = _spearman(fr["cvr"], fr["conversion_logit"])
-        r[f"{n}.cvr_auc_clicked"] = auc(fr["conversion"][clicked], fr["cvr"][clicked])
 
     # PAL vs Base with position as a feature, served at default positions
     fp = frame(models["pal"], ("ctr",))
@@ -280,7 +309,8 @@ def _ms(x: list[float]) -> str:
     return f"{a.mean():.4f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.4f}"
 
 
-def claims(per_seed: list[dict[str, float]], ml: dict[str, list[float]] | None) -> list[dict[str, Any]]:
+def claims(per_seed: list[dict[str, float]], ml: dict[str, list[float]] | None,
+           cvr_shared: float = ESMM_CVR_SHARED) -> list[dict[str, Any]]:
     def col(k: str) -> list[float]:
         return [s[k] for s in per_seed]
 
@@ -288,12 +318,35 @@ def claims(per_seed: list[dict[str, float]], ml: dict[str, list[float]] | None) 
         return [s[a] - s[b] for s in per_seed]
 
     out = []
+    have = set(per_seed[0])
 
     def add(claim: str, metric: str, a: str, b: str, av: list[float], bv: list[float], d: list[float], met: bool, note: str = "") -> None:
         out.append({"claim": claim, "metric": metric, "model": a, "baseline": b, "model_values": av, "baseline_values": bv,
                     "diff_mean": float(np.mean(d)), "diff_sd": float(np.std(d, ddof=1)) if len(d) > 1 else 0.0,
                     "diffs": d, "met": bool(met), "note": note})
 
+    if "din.gauc" in have:
+        _default_world_claims(add, col, diff, per_seed)
+    if "esmm.cvr_auc_all" in have:
+        d = diff("esmm.cvr_auc_all", "cvr_clicked.cvr_auc_all")
+        add("ESMM CVR over all impressions > CVR trained on clicks",
+            f"CVR AUC, all impressions (z* ~ true p_conversion; world cvr_shared={cvr_shared})",
+            "esmm", "cvr_clicked", col("esmm.cvr_auc_all"), col("cvr_clicked.cvr_auc_all"), d, all(x > 0 for x in d),
+            note=f"on clicked rows (real conversions): ESMM {_ms(col('esmm.cvr_auc_clicked'))} vs "
+            f"{_ms(col('cvr_clicked.cvr_auc_clicked'))}; on unclicked rows (z*): ESMM {_ms(col('esmm.cvr_auc_unclicked'))} vs "
+            f"{_ms(col('cvr_clicked.cvr_auc_unclicked'))}; true CVR clicked {_ms(col('cvr_world.true_cvr_clicked'))} "
+            f"vs all impressions {_ms(col('cvr_world.true_cvr_all'))}")
+    if ml is not None:
+        for metric in ("auc", "gauc"):
+            a, b = ml[f"din.{metric}"], ml[f"base.{metric}"]
+            d = [x - y for x, y in zip(a, b)]
+            add(f"MovieLens: DIN vs Base ({metric.upper()})", metric.upper(), "din", "base", a, b, d, all(x > 0 for x in d),
+                note=f"train {int(ml['train_rows'][0])} rows / test {int(ml['test_rows'][0])} rows (time split)")
+    return out
+
+
+def _default_world_claims(add: Any, col: Any, diff: Any, per_seed: list[dict[str, float]]) -> None:
+    """Claims 1, 2, 4, 5 (the default world)."""
     d = diff("din.gauc", "base.gauc")
     add("DIN > Base on GAUC", "GAUC", "din", "base", col("din.gauc"), col("base.gauc"), d, all(x > 0 for x in d))
     d = diff("dicm.auc", "din.auc")
@@ -302,10 +355,6 @@ def claims(per_seed: list[dict[str, float]], ml: dict[str, list[float]] | None) 
     add("DICM's gain largest on new items", "AUC gain on new items vs on all rows", "dicm", "din",
         col("dicm.auc_new"), col("din.auc_new"), dn, float(np.mean(dn)) > float(np.mean(d)) and all(x > 0 for x in dn),
         note=f"gain on all rows {np.mean(d):+.4f}; share of new-item rows {np.mean(col('new_item_share')):.3f}")
-    d = diff("esmm.cvr_auc_all", "cvr_clicked.cvr_auc_all")
-    add("ESMM CVR over all impressions > CVR trained on clicks", "CVR AUC, all impressions (z* ~ true p_conversion)",
-        "esmm", "cvr_clicked", col("esmm.cvr_auc_all"), col("cvr_clicked.cvr_auc_all"), d, all(x > 0 for x in d),
-        note=f"on clicked rows (real conversions): ESMM {_ms(col('esmm.cvr_auc_clicked'))} vs {_ms(col('cvr_clicked.cvr_auc_clicked'))}")
     d = diff("pal.rel_spearman", "base_pos@1.rel_spearman")
     others = ", ".join(f"@{k.split('@')[1].split('.')[0]} {_ms(col(k))}" for k in per_seed[0] if k.startswith("base_pos@"))
     add("PAL ranks by true relevance better than Base+position served at position 1", "Spearman(score, true relevance logit)",
@@ -314,13 +363,6 @@ def claims(per_seed: list[dict[str, float]], ml: dict[str, list[float]] | None) 
     d = diff("xdeepfm.auc", "xdeepfm_dnn.auc")
     add("xDeepFM > its DNN part alone", "AUC", "xdeepfm", "xdeepfm_dnn", col("xdeepfm.auc"), col("xdeepfm_dnn.auc"), d,
         all(x > 0 for x in d))
-    if ml is not None:
-        for metric in ("auc", "gauc"):
-            a, b = ml[f"din.{metric}"], ml[f"base.{metric}"]
-            d = [x - y for x, y in zip(a, b)]
-            add(f"MovieLens: DIN vs Base ({metric.upper()})", metric.upper(), "din", "base", a, b, d, all(x > 0 for x in d),
-                note=f"train {int(ml['train_rows'][0])} rows / test {int(ml['test_rows'][0])} rows (time split)")
-    return out
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -344,6 +386,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="a smaller world and 2 seeds (a few minutes)")
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--no-movielens", action="store_true")
+    ap.add_argument("--only", choices=("esmm",), default=None,
+                    help="run one claim alone: 'esmm' = the ESMM pair on its cvr_shared world (implies no MovieLens)")
+    ap.add_argument("--esmm-cvr-shared", type=float, default=ESMM_CVR_SHARED,
+                    help=f"cvr_shared of the ESMM pair's world (default {ESMM_CVR_SHARED}; 0 = the default world)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: intra-op threads thrash on a shared 2-core machine)")
     args = ap.parse_args(argv)
@@ -356,9 +402,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
 
-    per_seed = [run_world(s, sizes, work, log) for s in sizes.seeds]
-    ml = None if args.no_movielens else run_movielens(sizes, work, log)
-    rows = claims(per_seed, ml)
+    per_seed = []
+    for s in sizes.seeds:
+        r = {} if args.only else run_world(s, sizes, work, log)
+        r.update(run_esmm(s, sizes, work, log, args.esmm_cvr_shared))
+        per_seed.append(r)
+    ml = None if args.no_movielens or args.only else run_movielens(sizes, work, log)
+    rows = claims(per_seed, ml, args.esmm_cvr_shared)
     print_table(rows)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = time.time() - t0
@@ -368,6 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": "model_fidelity",
         "quick": args.quick,
+        "only": args.only,
+        "esmm_cvr_shared": args.esmm_cvr_shared,
         "sizes": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sizes.__dict__.items()},
         "seconds": round(seconds, 1),
         "peak_rss_mib": round(peak_mb, 1),

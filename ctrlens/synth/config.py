@@ -43,6 +43,10 @@ class Weights:
     cvr_user: float = 0.57  # sd of the user's purchase propensity
     cvr_shop: float = 0.3  # sd of the shop's trust effect
     cvr_gender_cat: float = 0.15  # sd of Tc[gender, category]
+    # Opt-in coupling of conversion to click relevance (ESMM's premise): s += cvr_shared * h, with h the
+    # user-category interest + item quality part of r. 0 (default) keeps conversion on its own factors
+    # (and every world byte-identical); > 0 makes the clicked population selection-biased for CVR.
+    cvr_shared: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class WorldConfig:
         need(self.image_size >= 4, f"image_size must be >= 4, got {self.image_size}")
         need(2 <= self.positions <= 100, f"positions must be in 2..100, got {self.positions}")
         need(1 <= self.interests <= self.n_categories, f"interests must be in 1..n_categories, got {self.interests}")
+        need(self.weights.cvr_shared >= 0, f"weights.cvr_shared must be >= 0, got {self.weights.cvr_shared}")
         need(self.importance_rows >= 100, f"importance_rows must be >= 100, got {self.importance_rows}")
         try:
             dt.date.fromisoformat(self.start)
@@ -101,4 +106,7 @@ class WorldConfig:
         return (dt.date.fromisoformat(self.start) + dt.timedelta(days=day)).isoformat()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.weights.cvr_shared:  # opt-in knob: absent from the record when off (old worlds unchanged)
+            del d["weights"]["cvr_shared"]
+        return d

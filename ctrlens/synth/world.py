@@ -312,10 +312,25 @@ class World:
         log_p = np.log(ctx.examine(X["position"])) - np.logaddexp(0.0, -self.relevance_logit(X, ctx))
         return log_p - np.log(-np.expm1(log_p))
 
-    def conversion_logit(self, X: dict[str, np.ndarray], ctx: DayContext) -> np.ndarray:
-        """True post-click conversion logit ``s`` ``[n]``: price dominates; relevance does not enter."""
+    def shared_logit(self, X: dict[str, np.ndarray]) -> np.ndarray:
+        """The part ``h`` ``[n]`` of the relevance logit that conversion shares when ``cvr_shared > 0``:
+        the user's interest in the candidate's category and the item's quality (id-only + image-visible),
+        ``h = relevance*log1p(n_match) + revisit*[item in hist] + q_id[item] + image_quality*(0.8 z0 - 0.6 z2)``."""
         w = self.cfg.weights
+        n_match = (X["hist_cat"] == X["cat"][:, None]).sum(1)
+        revisit = (X["hist_item"] == X["item"][:, None]).any(1)
         return (
+            w.relevance * np.log1p(n_match)
+            + w.revisit * revisit
+            + self.item_q[X["item"]]
+            + w.image_quality * (self._zpad[X["item_img"]] @ _IMAGE_QUALITY_DIR)
+        )
+
+    def conversion_logit(self, X: dict[str, np.ndarray], ctx: DayContext) -> np.ndarray:
+        """True post-click conversion logit ``s`` ``[n]``: price dominates; relevance does not enter
+        unless ``cvr_shared > 0`` (then ``+ cvr_shared * h``, see :meth:`shared_logit`)."""
+        w = self.cfg.weights
+        s = (
             w.cvr_base
             + w.cvr_price * (X["price"] - self.price_mean)
             + w.cvr_image * self._zpad[X["item_img"], 1]
@@ -323,6 +338,9 @@ class World:
             + self.user_prop[X["user"]]
             + self.shop_trust[X["shop"]]
         )
+        if w.cvr_shared:  # only then: the default path stays bit-for-bit what it was
+            s = s + w.cvr_shared * self.shared_logit(X)
+        return s
 
     def truth(self, X: dict[str, np.ndarray], ctx: DayContext) -> dict[str, np.ndarray]:
         r = self.relevance_logit(X, ctx)

@@ -346,8 +346,10 @@ def _ground_truth(world: World, schema: Schema, incs: tuple[Incident, ...], day_
         },
         "conversion_model": {
             "formula": "p_conversion | click = sigmoid(s); s = cvr_base + cvr_price*(price - price_mean) "
-            "+ cvr_image*z1 + Tc[gender, cat] + propensity[user] + shop_trust[shop]",
-            "weights": {k: v for k, v in w.__dict__.items() if k.startswith("cvr_")},
+            "+ cvr_image*z1 + Tc[gender, cat] + propensity[user] + shop_trust[shop]"
+            + (" + cvr_shared*(relevance*log1p(n_match) + revisit*[item in hist] + q_id[item] "
+               "+ image_quality*(0.8 z0 - 0.6 z2))" if w.cvr_shared else ""),
+            "weights": {k: v for k, v in w.__dict__.items() if k.startswith("cvr_") and (k != "cvr_shared" or v)},
             "price_mean": round(world.price_mean, 6),
         },
         "importance": {

@@ -1,0 +1,322 @@
+"""Cost of neuron statistics on DIN inference, against plain inference and the obvious approach.
+
+    .venv/bin/python benchmarks/neuron_overhead.py            # 200k rows, batch 4096, CPU
+    .venv/bin/python benchmarks/neuron_overhead.py --quick    # 40k rows, fewer repetitions
+
+DIN (``reference_models.build("din", schema)``, default sizes) on the synthetic world's schema,
+with random batches shaped like the world's (histories of ~8 of at most 20 behaviours). Measured
+in one process, variants interleaved, best of ``--reps`` repetitions:
+
+* plain inference (``model(batch)`` under ``no_grad``);
+* inference with every layer of ``view.layers`` monitored (the two attention-unit layers over the
+  history positions, the MLP input, the hidden layers and the logit) -- eager and compiled
+  engines, full and 10% histogram rows -- and with the MLP hidden layers only (``mlp.*``);
+* the obvious approach: hooks that copy every (unpadded) activation out, then numpy statistics.
+
+Timing: process CPU seconds (``time.process_time``; wall time on a shared machine mostly measures
+the run queue) with one torch thread; the variants alternate batch by batch (in a rotating order)
+so a busy moment hits them alike; a variant's ratio is the median over batches of
+(its time / plain time on the same batch) plus its one-off end cost (summary, or the numpy pass
+of the obvious approach) over the plain run's total. The median over ``--reps`` repetitions is
+reported, with the spread. Peak memory is the rise of the peak RSS (``VmHWM``, reset after set-up
+through ``/proc/self/clear_refs``) over the RSS after set-up, in a fresh child process per variant. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TARGET = 1.15
+
+
+def make_setup(rows: int, batch_size: int, seed: int = 0):
+    import torch
+
+    import reference_models
+    from ctrlens.data.batch import Batch
+    from ctrlens.synth import WorldConfig, build_schema
+
+    cfg = WorldConfig()
+    schema = build_schema(cfg)
+    torch.manual_seed(seed)
+    model = reference_models.build("din", schema).eval()
+    g = torch.Generator().manual_seed(seed)
+    L = cfg.max_hist
+    batches = []
+    for s in range(0, rows, batch_size):
+        B = min(batch_size, rows - s)
+        f, m = {}, {}
+        for fl in schema.fields:
+            if fl.kind == "sparse":
+                f[fl.name] = torch.randint(2, fl.vocab_size + 2, (B,), generator=g)
+            elif fl.kind == "dense":
+                f[fl.name] = torch.randn(B, generator=g)
+            elif fl.kind == "position":
+                f[fl.name] = torch.randint(1, fl.max_position + 1, (B,), generator=g)
+        lens = torch.poisson(torch.full((B,), cfg.mean_hist), generator=g).clamp(max=L).long()
+        mask = torch.arange(L)[None] < lens[:, None]
+        for fl in schema.sequences:
+            V = schema.table_of(fl.name).vocab_size
+            f[fl.name] = torch.randint(2, V + 2, (B, L), generator=g) * mask
+            m[fl.name] = mask
+        labels = {"click": (torch.rand(B, generator=g) < 0.05).float(), "conversion": torch.zeros(B)}
+        batches.append(Batch(features=f, masks=m, labels=labels, row=torch.arange(s, s + B)))
+    return model, batches
+
+
+def plain(model, batches) -> None:
+    import torch
+
+    with torch.no_grad():
+        for b in batches:
+            model(b)
+
+
+def monitored(model, batches, **kw):
+    from ctrlens.neurons import NeuronMonitor
+
+    return NeuronMonitor(model, **kw).run(batches)
+
+
+class Naive:
+    """The obvious approach: hooks copy every activation out (padding dropped), numpy afterwards."""
+
+    def __init__(self, model, bins: int = 32):
+        self.model, self.bins = model, bins
+        self.view = model.lens()
+        self.store: dict[str, list] = {k: [] for k in self.view.layers}
+        self.labels: dict[str, list] = {k: [] for k in self.view.layers}
+        self.batch = None
+
+    def _hook(self, name, spec):
+        def hook(mod, args, out):
+            x = out.detach()
+            click = self.batch.labels["click"]
+            if x.dim() == 3:
+                m = self.batch.masks[spec.tap.mask]
+                x, lab = x[m], click.unsqueeze(1).expand_as(m)[m]
+            else:
+                x, lab = x.reshape(x.shape[0], -1), click
+            self.store[name].append(x.numpy().copy())
+            self.labels[name].append(lab.numpy().copy())
+
+        return hook
+
+    def forward(self, b) -> None:
+        import torch
+
+        hs = [spec.tap.module.register_forward_hook(self._hook(k, spec)) for k, spec in self.view.layers.items()]
+        self.batch = b
+        try:
+            with torch.no_grad():
+                self.model(b)
+        finally:
+            for h in hs:
+                h.remove()
+
+    def finish(self) -> dict:
+        import numpy as np
+
+        out = {}
+        for k in self.store:
+            x = np.concatenate(self.store[k]).astype(np.float64)
+            y = np.concatenate(self.labels[k])
+            lo, hi = np.quantile(x, [0.001, 0.999])
+            out[k] = dict(
+                mean=x.mean(0), std=x.std(0), min=x.min(0), max=x.max(0), zero=(x == 0).mean(0),
+                click=x[y == 1].mean(0), noclick=x[y == 0].mean(0),
+                hist=[np.histogram(x[:, j], bins=self.bins, range=(lo, hi))[0] for j in range(x.shape[1])],
+            )
+        return out
+
+
+def naive(model, batches) -> dict:
+    n = Naive(model)
+    for b in batches:
+        n.forward(b)
+    return n.finish()
+
+
+VARIANTS = {
+    "eager": dict(engine="eager"),
+    "eager_h10": dict(engine="eager", hist_rate=0.1),
+    "compiled": dict(engine="compiled"),
+    "compiled_h10": dict(engine="compiled", hist_rate=0.1),
+    "eager_mlp": dict(engine="eager", layers="mlp.*"),
+    "compiled_h10_mlp": dict(engine="compiled", hist_rate=0.1, layers="mlp.*"),
+}
+
+
+def _run(name: str, model, batches) -> None:
+    if name == "plain":
+        plain(model, batches)
+    elif name == "naive":
+        naive(model, batches)
+    else:
+        monitored(model, batches, **VARIANTS[name])
+
+
+def interleaved(model, batches, names: list[str], rep: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per-batch seconds of every variant, variants alternating batch by batch (so a busy moment of a
+    shared machine hits them alike), plus each variant's one-off end cost (summary / numpy)."""
+    import torch
+
+    from ctrlens.neurons import NeuronMonitor
+
+    mons = {n: NeuronMonitor(model, **VARIANTS[n]) for n in names if n in VARIANTS}
+    nv = Naive(model)
+    per: dict[str, list[float]] = {n: [] for n in names}
+    for i, b in enumerate(batches):
+        k = (i + rep) % len(names)
+        for n in names[k:] + names[:k]:  # rotate the order too
+            t = time.process_time()
+            if n == "plain":
+                with torch.no_grad():
+                    model(b)
+            elif n == "naive":
+                nv.forward(b)
+            else:
+                with mons[n], torch.no_grad():
+                    mons[n].forward(b)
+            per[n].append(time.process_time() - t)
+    end: dict[str, float] = {}
+    for n in names:
+        t = time.process_time()
+        if n == "naive":
+            nv.finish()
+        elif n in mons:
+            mons[n].summary()
+        end[n] = time.process_time() - t
+    return per, end
+
+
+def _status_kib(key: str) -> int:
+    import re
+
+    m = re.search(key + r":\s+(\d+)", Path("/proc/self/status").read_text())
+    return int(m.group(1)) if m else 0
+
+
+def _peak_child(name: str, rows: int, batch_size: int, threads: int, q) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    model, batches = make_setup(rows, batch_size)
+    if name.startswith("compiled"):
+        _run(name, model, batches[:2])  # compile (and load the kernels) before measuring
+    plain(model, batches[:1])
+    try:  # reset the peak RSS (VmHWM) to the current RSS: Linux >= 4.0
+        Path("/proc/self/clear_refs").write_text("5")
+        base, how = _status_kib("VmRSS"), "VmHWM"
+    except OSError:
+        base, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
+    _run(name, model, batches)
+    peak = _status_kib("VmHWM") if how == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    q.put((peak - base) / 1024.0)  # KiB -> MiB
+
+
+def peak_mb(name: str, rows: int, batch_size: int, threads: int) -> float:
+    import os
+
+    # a fixed mmap threshold makes glibc return every big tensor's memory on free, so the RSS
+    # follows the live memory instead of keeping freed arenas (the child inherits the variable)
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_peak_child, args=(name, rows, batch_size, threads, q))
+    p.start()
+    v = q.get()
+    p.join()
+    return float(v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="40k rows, 2 repetitions, no memory children")
+    args = ap.parse_args()
+    if args.quick:
+        args.rows, args.reps = min(args.rows, 40_960), 2
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model, batches = make_setup(args.rows, args.batch_size)
+    print(f"DIN, {args.rows} rows in {len(batches)} batches of {args.batch_size}, {args.threads} thread(s); "
+          f"layers: {list(model.lens().layers)} (set-up {time.perf_counter() - t0:.1f}s)", flush=True)
+
+    # warm up: the first compiled run compiles the inductor kernels
+    t = time.perf_counter()
+    monitored(model, batches[:2], engine="compiled")
+    monitored(model, batches[:2], engine="compiled", hist_rate=0.1)
+    compile_s = time.perf_counter() - t
+    plain(model, batches[:2])
+    print(f"compile + warm-up of the compiled kernels: {compile_s:.1f}s (one-off per process; cached on disk by inductor)", flush=True)
+
+    import numpy as np
+
+    names = ["plain", *VARIANTS, "naive"]
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    plain_s: list[float] = []
+    for rep in range(args.reps):
+        per, end = interleaved(model, batches, names, rep)
+        base = np.asarray(per["plain"])
+        plain_s.append(float(base.sum()))
+        for n in names:
+            # median per-batch ratio (robust to a busy moment) + the one-off end cost over the run
+            r = float(np.median(np.asarray(per[n]) / base)) + end[n] / float(base.sum())
+            ratios[n].append(r)
+        print(f"rep {rep + 1}: plain {base.sum():.2f}s; " + ", ".join(f"{n} {ratios[n][-1]:.3f}x" for n in names[1:]), flush=True)
+    ratio = {n: float(np.median(v)) for n, v in ratios.items()}
+
+    peaks: dict[str, float] = {}
+    if not args.quick:
+        for n in ("plain", "eager", "compiled_h10", "naive"):
+            peaks[n] = peak_mb(n, args.rows, args.batch_size, args.threads)
+
+    print()
+    print(f"{'variant':<20} {'ratio':>7} {'min':>7} {'max':>7} {'peak MiB':>9}")
+    for n in names:
+        pk = f"{peaks[n]:9.1f}" if n in peaks else f"{'':>9}"
+        print(f"{n:<20} {ratio[n]:7.3f} {min(ratios[n]):7.3f} {max(ratios[n]):7.3f} {pk}")
+    head = "compiled_h10"
+    print(f"\nall layers monitored ({head}): {ratio[head]:.3f}x plain (target {TARGET}x); "
+          f"default eager engine {ratio['eager']:.3f}x; MLP hidden layers only {ratio['compiled_h10_mlp']:.3f}x "
+          f"(eager {ratio['eager_mlp']:.3f}x); obvious approach {ratio['naive']:.3f}x")
+    result = {
+        "benchmark": "neuron_overhead",
+        "model": "din",
+        "rows": args.rows,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "plain_s": round(min(plain_s), 3),
+        "ratios": {n: round(ratio[n], 3) for n in names if n != "plain"},
+        "ratio_spread": {n: [round(min(v), 3), round(max(v), 3)] for n, v in ratios.items() if n != "plain"},
+        "peak_mb": {n: round(v, 1) for n, v in peaks.items()},
+        "compile_s": round(compile_s, 1),
+        "target_ratio": TARGET,
+        "met": {
+            "all_layers_compiled_h10": ratio[head] <= TARGET,
+            "all_layers_eager": ratio["eager"] <= TARGET,
+            "mlp_layers_compiled_h10": ratio["compiled_h10_mlp"] <= TARGET,
+            "mlp_layers_eager": ratio["eager_mlp"] <= TARGET,
+            "beats_naive": ratio[head] < ratio["naive"],
+        },
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -49,6 +49,8 @@ class DemoConfig:
     rows_neurons: int = 8_000
     rows_probes: int = 6_000
     rows_saliency: int = 2_000
+    n_users: int | None = None  # world size options (None: the generator's defaults)
+    n_items: int | None = None
 
 
 @dataclass
@@ -106,8 +108,9 @@ def run_demo(cfg: DemoConfig, *, fresh: bool = False, log: Callable[[str], None]
     else:
         log(f"generating a synthetic world: {cfg.days} days x {cfg.rows_per_day:,} impressions, incidents "
             f"{', '.join(cfg.incidents) or 'none'}")
+        sizes = {k: v for k, v in (("n_users", cfg.n_users), ("n_items", cfg.n_items)) if v is not None}
         world = generate(world_dir, days=cfg.days, rows_per_day=cfg.rows_per_day, seed=cfg.seed,
-                         incidents=cfg.incidents, overwrite=True)
+                         incidents=cfg.incidents, overwrite=True, **sizes)
     days = list(world.days)
     train_days, watch_days = days[: cfg.train_days], days[cfg.train_days:]
 

@@ -25,3 +25,13 @@ def test_day_override_blanks_images_on_its_day_only(tmp_path):
     # the shared table itself is untouched
     assert ds.images.pixels[1:].flatten(1).amax(1).gt(0).float().mean() > 0.95
     torch.testing.assert_close(brightness(d0), before)
+
+
+def test_field_stats_see_the_days_images(tmp_path):
+    from ctrlens.data.stats import field_stats
+
+    w = small_world(tmp_path / "w", days=2, rows_per_day=600, incidents=[Incident(1, "blank_images", None, 1.0)])
+    ds = DailyDataset(w.root)
+    d0, d1 = ds.days()
+    img = lambda day: field_stats(ds, day).frame.set_index("field").loc["item_image"]
+    assert img(d1)["mean"] < 0.5 * img(d0)["mean"], (img(d0)["mean"], img(d1)["mean"])

@@ -257,7 +257,7 @@ def field_stats(
             ids[f.name] = _IdAcc(schema.table_of(f.name).dtype == "string", hash_buckets)
         elif isinstance(f, DenseField):
             dense[f.name] = _DenseAcc(ref.get(f.name), seed=i)
-    store = dataset.images if schema.images else None
+    store = dataset.images_for(day) if schema.images else None  # as logged on that day
     rows = 0
     for rb, path, row0, _ in dataset.scan(day):
         n = rb.num_rows

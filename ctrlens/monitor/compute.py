@@ -23,14 +23,11 @@ Passes over the data, each on a seeded sample of the day (``ModelWatch.rows``):
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +40,6 @@ from ctrlens.monitor.config import ModelWatch
 from ctrlens.results import COLUMNS, Result
 
 #: A per-day image override some datasets carry (the synthetic world's "blank_images" days).
-IMAGE_OVERRIDE = "_images.parquet"
 
 
 @dataclass
@@ -73,48 +69,6 @@ def sample_batches(dataset: Any, day: str, rows: int, *, batch_size: int, seed: 
     """A seeded sample of ``rows`` rows of ``day`` (``0``: the whole day), as batches."""
     limit = None if rows <= 0 else rows
     return list(dataset.iter_batches(day, batch_size=batch_size, shuffle=True, seed=seed, limit=limit))
-
-
-@contextmanager
-def day_images(dataset: Any, day: str) -> Iterator[None]:
-    """Apply ``day=D/_images.parquet`` (per-day image overrides) while ``day`` is analysed.
-
-    The data loader reads one image table for all days; a dataset whose images changed on a day (the
-    synthetic world's ``blank_images`` incidents) ships the changed rows there. Without this the
-    nightly job would see yesterday's pictures.
-    """
-    root = Path(getattr(dataset, "root", ""))
-    path = root / f"day={day}" / IMAGE_OVERRIDE
-    store = getattr(dataset, "images", None) if getattr(dataset.schema, "images", ()) else None
-    if store is None or not path.exists():
-        yield
-        return
-    import pyarrow.parquet as pq
-
-    from ctrlens.data.schema import INDEX_OFFSET
-
-    t = pq.read_table(path)
-    ids = np.asarray(t.column("item_id").to_numpy(), dtype=np.int64)
-    raw = t.column("image").combine_chunks()
-    c, h, w = store.shape
-    size = c * h * w
-    pix = np.frombuffer(b"".join(raw.to_pylist()), dtype=np.uint8).reshape(len(ids), c, h, w) if len(ids) else None
-    patched = copy.copy(store)
-    patched.pixels = store.pixels.clone()
-    rows = store.lookup[np.clip(ids + INDEX_OFFSET, 0, len(store.lookup) - 1)]
-    ok = (rows > 0) & (ids >= 0) & (ids + INDEX_OFFSET < len(store.lookup))
-    if pix is not None and ok.any():
-        patched.pixels[torch.from_numpy(rows[ok])] = torch.from_numpy(pix[ok].copy())
-    assert patched.pixels.shape[1:] == (c, h, w) and size > 0
-    old = dataset._images
-    dataset._images = patched
-    try:
-        yield
-    finally:
-        dataset._images = old
-
-
-# ------------------------------------------------------------------------------------- passes
 
 
 def hooked_pass(view: ModelView, batches: list[Batch], heads: list[str], *, layers: tuple[str, ...] | None,
@@ -385,71 +339,70 @@ def compute_day(
     out: dict[str, Result] = {}
     obs: list[dict[str, Any]] = []
     meta: dict[str, Any] = {"heads": heads, "skipped": {}}
-    with day_images(dataset, day):
+    t0 = time.perf_counter()
+    step("field statistics")
+    out["field_stats"] = field_stats(dataset, day, reference_edges=field_edges)
+    t["field_stats"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    step("neurons + quality")
+    batches = sample_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed)
+    if not batches:
+        raise InputError(f"day {day}: no rows in the data")
+    summary, quality, seen = hooked_pass(view, batches, heads, layers=watch.layers, edges=neuron_edges, seed=seed, device=dev)
+    ns, ls = summary.to_results()
+    out.update(neuron_stats=ns, layer_stats=ls, quality=quality)
+    from ctrlens.neurons import embedding_health
+
+    if view.tables:
+        out["embedding_health"] = embedding_health(view, summary.seen, initial=initial)
+    t["neurons_quality"] = time.perf_counter() - t0
+
+    if watch.rows.probes > 0:
         t0 = time.perf_counter()
-        step("field statistics")
-        out["field_stats"] = field_stats(dataset, day, reference_edges=field_edges)
-        t["field_stats"] = time.perf_counter() - t0
+        step("probes")
+        probe = _probes(view, dataset, day, heads, watch, batch_size=batch_size, seed=seed, version=version, meta=meta)
+        if probe is not None:
+            out["probe"] = probe
+        t["probes"] = time.perf_counter() - t0
 
+    if watch.rows.saliency > 0:
         t0 = time.perf_counter()
-        step("neurons + quality")
-        batches = sample_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed)
-        if not batches:
-            raise InputError(f"day {day}: no rows in the data")
-        summary, quality, seen = hooked_pass(view, batches, heads, layers=watch.layers, edges=neuron_edges, seed=seed, device=dev)
-        ns, ls = summary.to_results()
-        out.update(neuron_stats=ns, layer_stats=ls, quality=quality)
-        from ctrlens.neurons import embedding_health
+        step("saliency")
+        sb = sample_batches(dataset, day, watch.rows.saliency, batch_size=batch_size, seed=seed + 1)
+        frames = []
+        try:
+            import ctrlens.saliency as sal
 
-        if view.tables:
-            out["embedding_health"] = embedding_health(view, summary.seen, initial=initial)
-        t["neurons_quality"] = time.perf_counter() - t0
-
-        if watch.rows.probes > 0:
-            t0 = time.perf_counter()
-            step("probes")
-            probe = _probes(view, dataset, day, heads, watch, batch_size=batch_size, seed=seed, version=version, meta=meta)
-            if probe is not None:
-                out["probe"] = probe
-            t["probes"] = time.perf_counter() - t0
-
-        if watch.rows.saliency > 0:
-            t0 = time.perf_counter()
-            step("saliency")
-            sb = sample_batches(dataset, day, watch.rows.saliency, batch_size=batch_size, seed=seed + 1)
-            frames = []
-            try:
-                import ctrlens.saliency as sal
-
-                rep = sal.report(view, sb, day=day, method=watch.saliency_method, head=heads, max_rows=watch.rows.saliency,
-                                 batch_size=batch_size, seed=seed, device=device)  # fmt: skip
-                frames.append(rep.result.frame)
-                sal_meta = {k: rep.meta.get(k) for k in ("method", "target", "rows", "baseline")}
-            except InputError as e:
-                meta["skipped"]["saliency"] = str(e)
-                sal_meta = {}
-            t["saliency"] = time.perf_counter() - t0
-        else:
-            frames, sal_meta = [], {}
-        if watch.permutation:
-            t0 = time.perf_counter()
-            step("permutation importance")
-            frames.append(permutation_importance(view, batches, heads, seed=seed, device=dev))
-            t["permutation"] = time.perf_counter() - t0
-        frames = [f for f in frames if len(f)]
-        if frames:
-            out["saliency"] = Result("saliency", pd.concat(frames, ignore_index=True),
-                                     {**sal_meta, "day": day, "permutation": watch.permutation,
-                                      "permutation_rows": sum(len(b) for b in batches)})  # fmt: skip
+            rep = sal.report(view, sb, day=day, method=watch.saliency_method, head=heads, max_rows=watch.rows.saliency,
+                             batch_size=batch_size, seed=seed, device=device)  # fmt: skip
+            frames.append(rep.result.frame)
+            sal_meta = {k: rep.meta.get(k) for k in ("method", "target", "rows", "baseline")}
+        except InputError as e:
+            meta["skipped"]["saliency"] = str(e)
+            sal_meta = {}
+        t["saliency"] = time.perf_counter() - t0
+    else:
+        frames, sal_meta = [], {}
+    if watch.permutation:
         t0 = time.perf_counter()
-        obs += dependence_observations(batches, dataset.schema)
-        t["dependence"] = time.perf_counter() - t0
+        step("permutation importance")
+        frames.append(permutation_importance(view, batches, heads, seed=seed, device=dev))
+        t["permutation"] = time.perf_counter() - t0
+    frames = [f for f in frames if len(f)]
+    if frames:
+        out["saliency"] = Result("saliency", pd.concat(frames, ignore_index=True),
+                                 {**sal_meta, "day": day, "permutation": watch.permutation,
+                                  "permutation_rows": sum(len(b) for b in batches)})  # fmt: skip
+    t0 = time.perf_counter()
+    obs += dependence_observations(batches, dataset.schema)
+    t["dependence"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        p_obs, p_info = position_observations(dataset, day, seen)
-        obs += p_obs
-        meta["position"] = p_info
-        t["position"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    p_obs, p_info = position_observations(dataset, day, seen)
+    obs += p_obs
+    meta["position"] = p_info
+    t["position"] = time.perf_counter() - t0
 
     if train_day is not None and train_day != day:
         t0 = time.perf_counter()
@@ -527,7 +480,6 @@ __all__ = [
     "compute_day",
     "ctr_by_position",
     "dependence",
-    "day_images",
     "examination_slope",
     "hooked_pass",
     "labelled_heads",

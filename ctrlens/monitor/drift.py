@@ -393,26 +393,30 @@ class DriftSuite:
         self.rows.append(row)
         return row
 
-    def ref_values(self, kind: str, subject_kind: str, subject: str, mask_fn, col: str, transform=None) -> list[float]:
-        """One column of the reference rows selected by ``mask_fn(frame)``, per usable day, in day order."""
+    def _ref_rows(self, kind: str, subject_kind: str, subject: str, mask_fn):
+        """The reference days' rows of ``kind`` selected by ``mask_fn(frame)`` (usable days only, in day
+        order), or ``None`` when there is no history of that kind."""
         f = self.h.frame(kind)
         if f.empty:
-            return []
+            return None
         sel = f[mask_fn(f)]
         days = self._usable(subject_kind, subject, self.h.days)
-        sel = sel[sel["day"].isin(days)].sort_values("day")
+        return sel[sel["day"].isin(days)].sort_values("day")
+
+    def ref_values(self, kind: str, subject_kind: str, subject: str, mask_fn, col: str, transform=None) -> list[float]:
+        """One column of the reference rows selected by ``mask_fn(frame)``, per usable day, in day order."""
+        sel = self._ref_rows(kind, subject_kind, subject, mask_fn)
+        if sel is None:
+            return []
         vals = sel[col].to_numpy(dtype=np.float64)
         return list(transform(vals)) if transform is not None else list(vals)
 
     def ref_hists(self, kind: str, subject_kind: str, subject: str, mask_fn, col: str = "hist_json",
                   edges: Sequence[float] | None = None) -> list[np.ndarray]:  # fmt: skip
         """Reference histograms (counts) with today's bin layout, in day order."""
-        f = self.h.frame(kind)
-        if f.empty:
+        sel = self._ref_rows(kind, subject_kind, subject, mask_fn)
+        if sel is None:
             return []
-        sel = f[mask_fn(f)]
-        days = self._usable(subject_kind, subject, self.h.days)
-        sel = sel[sel["day"].isin(days)].sort_values("day")
         out = []
         for h in sel[col]:
             if not isinstance(h, dict) or "counts" not in h:

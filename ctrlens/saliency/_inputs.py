@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -114,3 +115,17 @@ def load_rows(data: Any, day: str | None, *, max_rows: int, batch_size: int, see
         where = f" of {source}" if source else ""
         raise InputError(f"day {day!r}{where} has no rows" if day else "data has no rows")
     return Rows(out, n, day, source, schema)
+
+
+@contextmanager
+def evaluating(view: ModelView, device: torch.device) -> Iterator[None]:
+    """Move the model to ``device`` and put it in eval mode (attributions must not update batch
+    statistics or use dropout); its training mode is restored afterwards."""
+    if view.device != device:
+        view.model.to(device)
+    was_training = view.model.training
+    view.model.eval()
+    try:
+        yield
+    finally:
+        view.model.train(was_training)

@@ -18,7 +18,7 @@ from ctrlens.data.batch import Batch
 from ctrlens.data.schema import INDEX_OFFSET, OOV_INDEX, PAD_INDEX
 from ctrlens.errors import InputError
 from ctrlens.models.interface import ModelView
-from ctrlens.saliency._inputs import Rows, open_dataset, pick_day, resolve_model
+from ctrlens.saliency._inputs import Rows, evaluating, open_dataset, pick_day, resolve_model
 from ctrlens.saliency.report import make_method, resolve_baseline
 
 
@@ -169,19 +169,13 @@ def explain(
     attr = make_method(view, method, target=target, n_steps=n_steps)
     spec = view.head(head)
     dev = torch.device(device)
-    if view.device != dev:
-        view.model.to(dev)
-    was_training = view.model.training
-    view.model.eval()
-    try:
+    with evaluating(view, dev):
         batch = batch.to(dev)
         one = batch.select(torch.tensor([i], device=dev))
         base, _ = resolve_baseline(baseline, attr, Rows([batch], len(batch), day, None, schema))
         fa = attr.attribute(one, spec.name, baselines=base)
         with torch.no_grad():
             outputs = view(one)
-    finally:
-        view.model.train(was_training)
 
     scores = {f: float(s[0]) for f, s in fa.field_scores().items()}
     total = sum(scores.values()) or 1.0

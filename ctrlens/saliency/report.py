@@ -23,7 +23,7 @@ from torch import Tensor
 from ctrlens.errors import InputError
 from ctrlens.models.interface import ModelView
 from ctrlens.results import COLUMNS, Result
-from ctrlens.saliency._inputs import Rows, load_rows, model_version, open_dataset, resolve_model
+from ctrlens.saliency._inputs import Rows, evaluating, load_rows, model_version, open_dataset, resolve_model
 from ctrlens.saliency.base import BASELINES, FieldAttribution, mean_embeddings
 from ctrlens.saliency.input_x_gradient import InputXGradient
 from ctrlens.saliency.integrated_gradients import IntegratedGradients
@@ -134,11 +134,7 @@ def report(
     heads = resolve_heads(view, head)
     rows = load_rows(data, day, max_rows=max_rows, batch_size=batch_size, seed=seed)
     dev = torch.device(device)
-    if view.device != dev:
-        view.model.to(dev)
-    was_training = view.model.training
-    view.model.eval()
-    try:
+    with evaluating(view, dev):
         rows.batches = [b.to(dev) for b in rows.batches]
         base, base_desc = resolve_baseline(baseline, attr, rows)
         acc = _Accumulator(attr.fields, heads)
@@ -146,8 +142,6 @@ def report(
             cap = attr.capture(b)
             for h in heads:
                 acc.add(attr.attribute(b, h, baselines=base, captured=cap))
-    finally:
-        view.model.train(was_training)
     frame = acc.frame(attr.name)
     meta = {
         "model": view.name,

@@ -63,7 +63,11 @@ def _wait(driver, cond, what: str, timeout: float = WAIT_S):
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: cond(d))
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+        # Dash re-renders panels: an element found a moment ago may be replaced while we poll.
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(lambda d: cond(d))
     except Exception:  # noqa: BLE001 - say what we were waiting for
         raise AssertionError(f"timed out waiting for {what}; page: {driver.current_url}\n{driver.find_element('tag name', 'body').text[:1500]}")
 

@@ -41,34 +41,15 @@ def make_setup(rows: int, batch_size: int, seed: int = 0):
     import torch
 
     import reference_models
-    from ctrlens.data.batch import Batch
+    from ctrlens.data.random import random_batch
     from ctrlens.synth import WorldConfig, build_schema
 
     cfg = WorldConfig()
     schema = build_schema(cfg)
     torch.manual_seed(seed)
     model = reference_models.build("din", schema).eval()
-    g = torch.Generator().manual_seed(seed)
-    L = cfg.max_hist
-    batches = []
-    for s in range(0, rows, batch_size):
-        B = min(batch_size, rows - s)
-        f, m = {}, {}
-        for fl in schema.fields:
-            if fl.kind == "sparse":
-                f[fl.name] = torch.randint(2, fl.vocab_size + 2, (B,), generator=g)
-            elif fl.kind == "dense":
-                f[fl.name] = torch.randn(B, generator=g)
-            elif fl.kind == "position":
-                f[fl.name] = torch.randint(1, fl.max_position + 1, (B,), generator=g)
-        lens = torch.poisson(torch.full((B,), cfg.mean_hist), generator=g).clamp(max=L).long()
-        mask = torch.arange(L)[None] < lens[:, None]
-        for fl in schema.sequences:
-            V = schema.table_of(fl.name).vocab_size
-            f[fl.name] = torch.randint(2, V + 2, (B, L), generator=g) * mask
-            m[fl.name] = mask
-        labels = {"click": (torch.rand(B, generator=g) < 0.05).float(), "conversion": torch.zeros(B)}
-        batches.append(Batch(features=f, masks=m, labels=labels, row=torch.arange(s, s + B)))
+    batches = [random_batch(schema, min(batch_size, rows - s), seed=seed + s, mean_len=cfg.mean_hist, click_rate=0.05, row0=s)
+               for s in range(0, rows, batch_size)]
     return model, batches
 
 

@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctrlens.data.batch import Batch  # noqa: E402
+from ctrlens.data.random import random_batch  # noqa: E402
 from ctrlens.data.schema import Schema  # noqa: E402
 
 
@@ -47,35 +48,6 @@ def world_schema() -> Schema:
     from ctrlens.synth import WorldConfig, build_schema
 
     return build_schema(WorldConfig())
-
-
-def random_batch(schema: Schema, n: int, seed: int) -> Batch:
-    """``n`` random rows of ``schema`` (ids in range, right-padded sequences with masks)."""
-    g = torch.Generator().manual_seed(seed)
-    feats: dict[str, torch.Tensor] = {}
-    masks: dict[str, torch.Tensor] = {}
-    for f in schema.fields:
-        if f.kind == "sparse":
-            feats[f.name] = torch.randint(2, f.num_embeddings, (n,), generator=g)
-        elif f.kind == "sequence":
-            v = schema.table_of(f.name).num_embeddings
-            lens = torch.randint(0, f.max_len + 1, (n,), generator=g)
-            m = torch.arange(f.max_len)[None, :] < lens[:, None]
-            feats[f.name] = torch.randint(2, v, (n, f.max_len), generator=g) * m
-            masks[f.name] = m
-        elif f.kind == "dense":
-            feats[f.name] = torch.randn(n, generator=g)
-        elif f.kind == "position":
-            feats[f.name] = torch.randint(1, f.max_position + 1, (n,), generator=g)
-    images, index = None, {}
-    if schema.images and schema.image_shape:
-        u = 64
-        images = torch.rand(u, *schema.image_shape, generator=g)
-        for f in schema.images:
-            shape = feats[f.source].shape
-            index[f.name] = torch.randint(1, u, shape, generator=g)
-    labels = {"click": (torch.rand(n, generator=g) < 0.1).float(), "conversion": torch.zeros(n)}
-    return Batch(feats, masks, labels, images, index, row=torch.arange(n))
 
 
 def _reset_peak(device: torch.device) -> int:
@@ -163,7 +135,7 @@ def main() -> None:
     schema = world_schema()
     model = reference_models.build("din", schema).to(dev).eval()
     view = model.lens()
-    batches = [random_batch(schema, min(args.batch_size, rows - s), seed=s).to(dev) for s in range(0, rows, args.batch_size)]
+    batches = [random_batch(schema, min(args.batch_size, rows - s), seed=s, row0=s).to(dev) for s in range(0, rows, args.batch_size)]
     fields = list(view.fields)
     print(f"DIN on {rows} rows ({len(batches)} batches of {args.batch_size}), {len(fields)} fields, device {dev}, "
           f"torch threads {torch.get_num_threads()}")

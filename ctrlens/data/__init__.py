@@ -1,6 +1,7 @@
 """The daily data contract: schema, loader, batches, field statistics (see docs/data-format.md)."""
 
 from ctrlens.data.batch import Batch
+from ctrlens.data.random import random_batch
 from ctrlens.data.loader import DailyDataset, DailyIterable
 from ctrlens.data.schema import (
     DenseField,
@@ -14,6 +15,7 @@ from ctrlens.data.schema import (
 from ctrlens.data.validate import DataError, DayCounts, FieldCounts, ValidationReport
 
 __all__ = [
+    "random_batch",
     "Batch",
     "DailyDataset",
     "DailyIterable",

@@ -144,6 +144,16 @@ def test_ddp_shards_disjoint_equal_and_cover(world):
             for r in range(7)]
     assert all(len(r) == 43 for r in rows)  # ceil(300 / 7)
     assert set(np.concatenate(rows)) == set(range(300))
+    # exact: every row exactly once (evaluation), shares differ by at most one row
+    for world_size, limit in ((7, None), (3, 101), (4, 2)):
+        rows = [torch.cat([b.row for b in ds.iter_batches(DAY, 16, rank=r, world_size=world_size, limit=limit,
+                                                          remainder="exact")] or [torch.empty(0, dtype=torch.long)]).numpy()
+                for r in range(world_size)]
+        total = 300 if limit is None else limit
+        assert sorted(np.concatenate(rows).tolist()) == list(range(total))
+        assert max(map(len, rows)) - min(map(len, rows)) <= 1
+    it = ds.torch_dataset(DAY, 16, rank=2, world_size=7, remainder="exact")
+    assert it.num_batches() == len(list(iter(it))) == 3  # 43 rows
 
 
 def test_shuffle_deterministic_and_complete(world):

@@ -19,8 +19,9 @@ DAYS = ["2026-01-01", "2026-01-02"]
 
 @pytest.mark.slow
 def test_ddp_two_ranks_equals_single_process(tmp_path) -> None:
-    ds = FakeDays(DAYS, rows=256, seed=3)
-    kw = dict(batch_size=64, lr=0.05, builder=build_tiny, checkpoint_every=4, eval_days=["2026-01-02"])
+    # the evaluation day has a row count that 2 ranks cannot split evenly: no row may be dropped
+    ds = FakeDays([*DAYS, "2026-01-03"], rows={"2026-01-01": 256, "2026-01-02": 256, "2026-01-03": 259}, seed=3)
+    kw = dict(batch_size=64, lr=0.05, builder=build_tiny, checkpoint_every=4, eval_days=["2026-01-02", "2026-01-03"])
     one = train("tiny", ds, DAYS, out_dir=tmp_path / "one", **kw)
     two = train("tiny", ds, DAYS, out_dir=tmp_path / "two", nproc=2, **kw)
     assert two.world_size == 2 and two.step == one.step == 8
@@ -35,6 +36,11 @@ def test_ddp_two_ranks_equals_single_process(tmp_path) -> None:
     qa, qb = one.eval["2026-01-02"].frame, two.eval["2026-01-02"].frame
     assert int(qb["rows"][0]) == 256
     assert float(qa["auc"][0]) == pytest.approx(float(qb["auc"][0]), abs=1e-6)
+    qa, qb = one.eval["2026-01-03"].frame, two.eval["2026-01-03"].frame
+    assert int(qa["rows"][0]) == int(qb["rows"][0]) == 259
+    for col in ("auc", "logloss", "mean_pred"):
+        if col in qa:
+            assert float(qa[col][0]) == pytest.approx(float(qb[col][0]), abs=1e-6), col
     # rank 0 saved every rank's RNG state
     assert len(read_checkpoint(two.final)["rng"]) == 2
 

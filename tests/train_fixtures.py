@@ -88,10 +88,12 @@ class FakeDays:
     """Days of synthetic rows in memory. Click depends on user, item and price (learnable).
 
     Args:
-        days: day strings; rows: rows per day; poison: {(day, global batch index)} or {(day, index, rank)} whose price is NaN.
+        days: day strings; rows: rows per day (an int, or a dict day -> rows); poison: {(day, global batch index)}
+            or {(day, index, rank)} whose price is NaN.
     """
 
-    def __init__(self, days: list[str], rows: int = 512, seed: int = 0, poison: set | None = None, schema: Schema = SCHEMA):
+    def __init__(self, days: list[str], rows: int | dict[str, int] = 512, seed: int = 0, poison: set | None = None,
+                 schema: Schema = SCHEMA):
         self.schema = schema
         self._days = list(days)
         self.rows = rows
@@ -105,13 +107,13 @@ class FakeDays:
         return list(self._days)
 
     def num_rows(self, day: str) -> int:
-        return self.rows
+        return self.rows[day] if isinstance(self.rows, dict) else self.rows
 
     def load_day(self, day: str, limit: int | None = None) -> Batch:
         if day not in self._days:
             raise InputError(f"day {day} not in dataset; available: {self._days}")
         rng = np.random.default_rng([self.seed, int(day.replace("-", ""))])
-        n = self.rows if limit is None else min(limit, self.rows)
+        n = self.num_rows(day) if limit is None else min(limit, self.num_rows(day))
         u = rng.integers(0, N_USERS, n)
         i = rng.integers(0, N_ITEMS, n)
         price = rng.normal(size=n).astype(np.float32)
@@ -125,10 +127,15 @@ class FakeDays:
         )
 
     def iter_batches(self, day: str, batch_size: int = 4096, *, shuffle: bool = False, seed: int = 0, rank: int = 0,
-                     world_size: int = 1, limit: int | None = None):
+                     world_size: int = 1, limit: int | None = None, remainder: str = "drop"):
         full = self.load_day(day, limit)
         n = len(full)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+        if remainder == "exact":  # the loader's contract: a contiguous part, every row exactly once
+            part = order[rank * n // world_size : (rank + 1) * n // world_size]
+            for s in range(0, len(part), batch_size):
+                yield full.select(part[s : s + batch_size])
+            return
         g = batch_size * world_size
         for k, s in enumerate(range(0, n, g)):
             idx = order[s : s + g]

@@ -8,7 +8,8 @@ checked as it is read (the same checks :meth:`DailyDataset.validate` runs over a
 Sharding for DDP: the day's rows (after ``limit``) are split into ``world_size`` contiguous shares of
 equal size in reading order; rank ``r`` reads only its share. The remainder (fewer than
 ``world_size`` rows) is dropped (``remainder="drop"``, the default) or filled by repeating rows from the
-start of the day (``remainder="pad"``), so every rank yields the same number of batches.
+start of the day (``remainder="pad"``), so every rank yields the same number of batches. Evaluation
+and analyses use ``remainder="exact"``: every row exactly once, shares differing by at most one row.
 """
 
 from __future__ import annotations
@@ -295,7 +296,7 @@ class DailyDataset:
         rank: int = 0,
         world_size: int = 1,
         limit: int | None = None,
-        remainder: Literal["drop", "pad"] = "drop",
+        remainder: Literal["drop", "pad", "exact"] = "drop",
         shuffle_buffer: int = SHUFFLE_BUFFER,
         images: bool = True,
     ) -> Iterator[Batch]:
@@ -305,8 +306,11 @@ class DailyDataset:
             shuffle: visit row groups in a seeded random order and shuffle rows within a buffer of
                 ``shuffle_buffer`` rows (uniform over the share when it fits in the buffer).
             seed: the same seed on every rank (row-group order must agree for shares to be disjoint).
-            rank, world_size: DDP sharding; each rank gets ``rows // world_size`` rows (``remainder="drop"``)
-                or ``ceil(rows / world_size)`` (``"pad"``, repeating the day's first rows).
+            rank, world_size: DDP sharding; each rank gets ``rows // world_size`` rows (``remainder="drop"``),
+                ``ceil(rows / world_size)`` (``"pad"``, repeating the day's first rows), or its own
+                contiguous part of every row exactly once (``"exact"``: shares differ by at most one
+                row, so ranks may yield different numbers of batches -- for evaluation and analyses,
+                not for gradient steps).
             limit: use only the first ``limit`` rows of the day (in the possibly shuffled row-group
                 order), before sharding.
             images: build ``batch.images`` / ``batch.image_index`` (schemas with image fields).
@@ -317,8 +321,8 @@ class DailyDataset:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise InputError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
-        if remainder not in ("drop", "pad"):
-            raise InputError(f"remainder must be 'drop' or 'pad', got {remainder!r}")
+        if remainder not in ("drop", "pad", "exact"):
+            raise InputError(f"remainder must be 'drop', 'pad' or 'exact', got {remainder!r}")
         if limit is not None and limit < 0:
             raise InputError(f"limit must be >= 0, got {limit}")
         plan = self.plan(day)
@@ -329,8 +333,12 @@ class DailyDataset:
             order = np.random.default_rng([seed, _day_key(day)]).permutation(len(segments))
             segments = [segments[i] for i in order]
         total = plan.rows if limit is None else min(plan.rows, limit)
-        share = total // world_size if remainder == "drop" else math.ceil(total / world_size)
-        ranges = _wrapped(rank * share, share, total) if share else []
+        if remainder == "exact":
+            lo, hi = rank * total // world_size, (rank + 1) * total // world_size
+            ranges = [(lo, hi)] if hi > lo else []
+        else:
+            share = total // world_size if remainder == "drop" else math.ceil(total / world_size)
+            ranges = _wrapped(rank * share, share, total) if share else []
         rng = np.random.default_rng([seed, _day_key(day), rank, world_size]) if shuffle else None
         # a generator from here on: argument and layout errors above surface at the call, not at first next()
         return self._stream(plan, segments, ranges, counts, batch_size, rng, max(shuffle_buffer, batch_size), images)
@@ -409,7 +417,7 @@ class DailyDataset:
 
     def torch_dataset(self, days: str | Sequence[str], batch_size: int = 4096, *, rank: int | None = None,
                       world_size: int | None = None, shuffle: bool = False, seed: int = 0,
-                      limit: int | None = None, remainder: Literal["drop", "pad"] = "drop") -> "DailyIterable":
+                      limit: int | None = None, remainder: Literal["drop", "pad", "exact"] = "drop") -> "DailyIterable":
         """A ``torch.utils.data.IterableDataset`` of :class:`Batch` es for ``DataLoader(ds, batch_size=None)``.
 
         ``rank``/``world_size`` default to ``torch.distributed``'s when it is initialised. See
@@ -476,7 +484,7 @@ class DailyIterable(torch.utils.data.IterableDataset):
 
     def __init__(self, dataset: DailyDataset, days: list[str], batch_size: int, *, rank: int | None = None,
                  world_size: int | None = None, shuffle: bool = False, seed: int = 0, limit: int | None = None,
-                 remainder: Literal["drop", "pad"] = "drop") -> None:
+                 remainder: Literal["drop", "pad", "exact"] = "drop") -> None:
         super().__init__()
         if rank is None or world_size is None:
             dist = torch.distributed
@@ -505,13 +513,18 @@ class DailyIterable(torch.utils.data.IterableDataset):
                 world_size=world, limit=self.limit, remainder=self.remainder)
 
     def num_batches(self, num_workers: int = 0) -> int:
-        """Batches this rank yields per epoch (the same on every rank)."""
+        """Batches this rank yields per epoch (the same on every rank, except with ``remainder="exact"``)."""
         k = max(num_workers, 1)
         world = self.world_size * k
         out = 0
         for day in self.days:
             rows = self.dataset.num_rows(day)
             total = rows if self.limit is None else min(rows, self.limit)
+            if self.remainder == "exact":
+                for w in range(self.rank * k, (self.rank + 1) * k):
+                    share = (w + 1) * total // world - w * total // world
+                    out += math.ceil(share / self.batch_size)
+                continue
             share = total // world if self.remainder == "drop" else math.ceil(total / world)
             out += k * math.ceil(share / self.batch_size)
         return out

@@ -431,7 +431,8 @@ class _Trainer:
         out: dict[str, Result] = {}
         for day in cfg.eval_days:
             it = self.ds.iter_batches(day, batch_size=cfg.eval_batch_size, shuffle=False, seed=0,
-                                      rank=env.rank, world_size=env.world_size, limit=cfg.eval_limit, **self.batch_kw)
+                                      rank=env.rank, world_size=env.world_size, limit=cfg.eval_limit,
+                                      remainder="exact", **self.batch_kw)  # every row once: equal to one process
             accs = accumulate(self.module, it, device=env.device)
             gathered = all_gather_objects(accs, env)
             if env.is_main:

@@ -57,7 +57,12 @@ def test_each_model_trains_from_cli_and_beats_constant(world: Path, tmp_path: Pa
     assert len(summary["checkpoints"]) == 3  # steps 30, 60 and the final one (80)
     q = {r["head"]: r for r in summary["eval"]["2026-01-03"]["rows"]}
     head = q["ctr"]  # PAL: the served head, without position
-    assert head["auc"] > 0.6 or head["ne"] < 1.0, head
+    # beats a constant predictor on both ranking and log loss (NE < 1 is "better than the base rate";
+    # the models reach 0.956-0.976 here, so 0.985 leaves a margin but fails an untrained model)
+    assert head["auc"] > 0.6, head
+    # PAL's pCTR is position-free; observed clicks estimate ProbSeen x pCTR (its "click" head)
+    scored = q["click"] if model == "pal" else head
+    assert scored["ne"] < 0.985, scored
     if model == "esmm":  # CVR on clicked rows, CTCVR on all rows
         assert q["cvr"]["rows"] == q["ctr"]["positives"] and q["ctcvr"]["rows"] == 10_000
 

@@ -17,10 +17,14 @@ Conventions:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 #: kind -> ordered columns (name -> dtype: "str", "int", "float", "bool", "json").
@@ -143,6 +147,33 @@ COLUMNS: dict[str, dict[str, str]] = {
         "action": "str",
     },
 }
+
+
+def jsonable(x: Any) -> Any:
+    """A strict-JSON copy of ``x`` (the one sanitiser for alerts' evidence, run params, reports).
+
+    dict keys become strings, tuples/arrays lists, numpy scalars Python numbers, NaN and +-inf
+    ``None`` (strict JSON and PostgreSQL's ``json`` have no NaN), dates ISO strings, paths strings.
+    Anything else is returned as it is (``json.dumps`` then decides).
+    """
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (pd.Timestamp, dt.date)):
+        return x.isoformat()
+    if isinstance(x, PurePath):
+        return str(x)
+    return x
 
 
 @dataclass

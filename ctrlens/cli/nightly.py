@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +28,7 @@ def register(app: typer.Typer) -> None:
         """
         from ctrlens.monitor.config import load_config
         from ctrlens.monitor.job import NightlyJob
+        from ctrlens.results import jsonable
 
         cfg = load_config(config)  # InputError -> one line, exit 2, before anything is written
         bar = _Progress(enabled=not quiet)
@@ -37,17 +37,11 @@ def register(app: typer.Typer) -> None:
         finally:
             bar.close()
         if as_json:
-            print(json.dumps(summary.to_dict(), default=_json_default))
+            print(json.dumps(jsonable(summary.to_dict()), default=str))  # strict JSON: NaN -> null
         else:
             _print_summary(summary)
         # sys.exit, not typer.Exit: ctrlens.cli.main runs typer in non-standalone mode, which drops Exit codes
         sys.exit(summary.exit_code)
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return str(x)
 
 
 class _Progress:

@@ -23,12 +23,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ctrlens.distances import psi
+
 SEVERITY_CODE = {"ok": 0, "info": 1, "warning": 2, "critical": 3}
 SEVERITY_COLOR = {"ok": "#4caf50", "info": "#64b5f6", "warning": "#ff9800", "critical": "#e53935"}
 NO_RUN_COLOR = "#eceff1"
 CLICK_COLORS = {0: "#90a4ae", 1: "#ef6c00"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-PSI_FLOOR = 1e-4  # as ctrlens.monitor.drift and ctrlens.neurons.compare
 DAY_MS = 86_400_000
 MARKER_LINE = dict(color="#455a64", width=1, dash="dot")
 
@@ -335,18 +336,6 @@ def saliency_area(s: pd.DataFrame, *, top: int = 10, day: str | None = None, hig
     p.day_marker(day)
     p.days(x)
     return p.figure()
-
-
-def psi(p_counts: Any, q_counts: Any, floor: float = PSI_FLOOR) -> np.ndarray:
-    """Population stability index per row of two count matrices ``[N, K]`` -> ``[N]`` (NaN where
-    a side has no counts): ``sum (q - p) ln(q / p)`` over proportions floored at ``floor``."""
-    p = np.asarray(p_counts, dtype=np.float64)
-    q = np.asarray(q_counts, dtype=np.float64)
-    ps, qs = p.sum(-1, keepdims=True), q.sum(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pp, qq = np.maximum(p / ps, floor), np.maximum(q / qs, floor)
-        out = ((qq - pp) * np.log(qq / pp)).sum(-1)
-    return np.where((ps[..., 0] > 0) & (qs[..., 0] > 0), out, np.nan)
 
 
 def _counts(h: Any) -> list[float] | None:

@@ -42,7 +42,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
-from ctrlens.results import COLUMNS, Result
+from ctrlens.results import COLUMNS, Result, jsonable
 
 ROOT_FINDINGS = (
     "image_pipeline_broken", "broken_feature", "oov_surge", "dead_neurons", "overfitting",
@@ -571,26 +571,10 @@ def _result(findings: list[_Finding], ctx: Context) -> Result:
         evidence = {"model": ctx.model, "day": ctx.day, "version_id": ctx.version_id, "new_version": ctx.new_version,
                     "symptoms": f.symptoms[:12], "links": f.links, **f.numbers}  # fmt: skip
         rows.append({"finding": f.finding, "subject": f.subject, "severity": f.severity, "score": round(f.score, 4),
-                     "title": f.title[:500], "evidence_json": _clean(evidence), "action": ACTIONS.get(f.finding, "")})  # fmt: skip
+                     "title": f.title[:500], "evidence_json": jsonable(evidence), "action": ACTIONS.get(f.finding, "")})  # fmt: skip
     frame = pd.DataFrame(rows, columns=list(COLUMNS["alert"]))
     return Result("alert", frame, {"model": ctx.model, "day": ctx.day, "rules": "ctrlens.monitor.diagnosis",
                                    "paging": list(PAGING)})  # fmt: skip
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if math.isfinite(v) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 __all__ = ["ACTIONS", "BASE_SCORE", "Context", "PAGING", "ROOT_FINDINGS", "attribute", "diagnose", "link", "with_severity"]

@@ -34,57 +34,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import jensenshannon
-from scipy.stats import wasserstein_distance
-
+from ctrlens.distances import PSI_FLOOR, js, proportions, psi, wasserstein_norm
 from ctrlens.monitor.config import Thresholds
 from ctrlens.results import COLUMNS, Result
 
-#: Proportions are floored at this before PSI's logarithm (empty bins would make it infinite).
-PSI_FLOOR = 1e-4
+# The distances themselves (psi, js, wasserstein_norm, proportions) live in ctrlens.distances, shared
+# with the neuron comparisons and the dashboard.
 
-# -------------------------------------------------------------------------------- distances
-
-
-def proportions(counts: Sequence[float] | np.ndarray) -> np.ndarray:
-    """``counts / counts.sum()`` along the last axis (float64; NaN where a row has no counts)."""
-    c = np.asarray(counts, dtype=np.float64)
-    s = c.sum(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(s > 0, c / np.where(s > 0, s, 1.0), np.nan)
-
-
-def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray, floor: float = PSI_FLOOR) -> Any:
-    """Population stability index ``sum (q - p) ln(q / p)`` of two histograms (counts or proportions).
-
-    ``p`` = reference proportions, ``q`` = current; both floored at ``floor``. Works on the last axis
-    (``[K]`` -> float, ``[N, K]`` -> ``[N]``). Symmetric in its arguments. NaN if either is empty.
-    """
-    p, q = proportions(reference), proportions(current)
-    p, q = np.maximum(p, floor), np.maximum(q, floor)
-    out = ((q - p) * np.log(q / p)).sum(-1)
-    return float(out) if np.ndim(out) == 0 else out
-
-
-def js(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
-    """Jensen-Shannon *distance* (square root of the divergence, base 2, in ``[0, 1]``) of two histograms."""
-    p, q = proportions(reference), proportions(current)
-    if not (np.isfinite(p).all() and np.isfinite(q).all()):
-        return float("nan")
-    return float(jensenshannon(p, q, base=2.0))
-
-
-def wasserstein_norm(edges: Sequence[float], reference: Sequence[float], current: Sequence[float], scale: float) -> float:
-    """Earth mover's distance between two histograms on the same ``edges`` (mass at bin centres),
-    divided by ``scale`` (the reference's standard deviation): "how many standard deviations the
-    mass moved". NaN when a histogram is empty or ``scale`` is not positive."""
-    e = np.asarray(edges, dtype=np.float64)
-    p, q = np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)
-    if len(e) != len(p) + 1 or len(p) != len(q) or p.sum() <= 0 or q.sum() <= 0 or not scale > 0:
-        return float("nan")
-    centres = (e[:-1] + e[1:]) / 2.0
-    return float(wasserstein_distance(centres, centres, p, q) / scale)
-
+# -------------------------------------------------------------------------------- pooling
 
 def pooled(histograms: Iterable[Sequence[float]]) -> np.ndarray:
     """The mean of several histograms' proportions (each day weighs the same, whatever its rows)."""

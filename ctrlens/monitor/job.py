@@ -34,6 +34,7 @@ from ctrlens.errors import InputError
 from ctrlens.monitor.config import RUN_KIND, ModelWatch, NightlyConfig, config_dict
 from ctrlens.monitor.diagnosis import PAGING, Context, diagnose
 from ctrlens.monitor.drift import DriftSuite, History
+from ctrlens.results import jsonable
 
 EXIT_OK, EXIT_ALERTS, EXIT_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -405,7 +406,7 @@ class NightlyJob:
                                                "layer_threshold": v["layer_threshold"]} for la, v in suite.neurons.items()}})  # fmt: skip
         before = _alert_states(store, watch.name)
         params = {"config": config_dict(cfg), "model": watch.name, "checkpoint": o.checkpoint, "version": info.version,
-                  "reference_days": history.days, "train_day": train_day, "compute": _jsonable(res.meta)}  # fmt: skip
+                  "reference_days": history.days, "train_day": train_day, "compute": jsonable(res.meta)}  # fmt: skip
         store.write_day(vid, day, RUN_KIND, [*r.values(), drift, alerts], params=params)
         after = store.alerts(model=watch.name)
         today = {(f, s) for f, s in zip(alerts.frame["finding"], alerts.frame["subject"])}
@@ -454,21 +455,6 @@ def report_dir(cfg: NightlyConfig) -> Path:
 
     p = sqlite_path(normalize_url(cfg.db))
     return (p.parent if p is not None else Path.cwd()) / "reports"
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if np.isfinite(v) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (pd.Timestamp, dt.date)):
-        return x.isoformat()
-    return x
 
 
 def run_nightly(cfg: NightlyConfig, *, day: str | None = None, start: str | None = None, end: str | None = None,

@@ -27,25 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ctrlens.distances import psi
 from ctrlens.neurons.sketch import LayerStats
 from ctrlens.neurons.summary import NeuronSummary
 from ctrlens.results import COLUMNS, Result
-
-PSI_FLOOR = 1e-4
-
-
-def psi(p_counts: np.ndarray, q_counts: np.ndarray, floor: float = PSI_FLOOR) -> np.ndarray:
-    """PSI per row of two count matrices ``[N, K]`` (rows with no counts give NaN)."""
-    p_counts = np.asarray(p_counts, dtype=np.float64)
-    q_counts = np.asarray(q_counts, dtype=np.float64)
-    ps, qs = p_counts.sum(-1, keepdims=True), q_counts.sum(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.maximum(p_counts / ps, floor)
-        q = np.maximum(q_counts / qs, floor)
-        out = ((q - p) * np.log(q / p)).sum(-1)
-    out[(ps[..., 0] == 0) | (qs[..., 0] == 0)] = np.nan
-    return out
-
 
 def _floor_std(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return np.maximum(std, 1e-6 * (1.0 + np.abs(mean)))

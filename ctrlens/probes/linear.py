@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from torch import Tensor
 
+from ctrlens import metrics
 from ctrlens.errors import InputError
 from ctrlens.probes.logistic import LogisticFit, SolverConfig, Solver, check_binary, fit_logistic
 
@@ -19,15 +19,11 @@ class ProbeWarning(UserWarning):
 
 
 def auc(scores: np.ndarray | Tensor, y: np.ndarray | Tensor) -> float:
-    """ROC AUC of ``scores [n]`` for 0/1 labels ``y [n]`` (ties count one half); NaN for one class."""
-    s = _np(scores).astype(np.float64)
-    t = _np(y) > 0.5
-    pos = int(t.sum())
-    neg = t.size - pos
-    if pos == 0 or neg == 0:
-        return float("nan")
-    r = rankdata(s)  # average ranks: the Mann-Whitney statistic handles ties exactly
-    return float((r[t].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+    """ROC AUC of ``scores [n]`` for 0/1 labels ``y [n]`` (ties count one half); NaN for one class.
+
+    The probes' argument order (scores first, as a classifier's ``score``); the formula is
+    :func:`ctrlens.metrics.auc`, the one every stage uses."""
+    return metrics.auc(_np(y), _np(scores))
 
 
 def logloss_from_logits(z: np.ndarray | Tensor, y: np.ndarray | Tensor) -> float:

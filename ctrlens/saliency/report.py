@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ctrlens.errors import InputError
 from ctrlens.models.interface import ModelView
-from ctrlens.results import COLUMNS, Result
+from ctrlens.results import COLUMNS, Result, jsonable
 from ctrlens.saliency._inputs import Rows, evaluating, load_rows, model_version, open_dataset, resolve_model
 from ctrlens.saliency.base import BASELINES, FieldAttribution, mean_embeddings
 from ctrlens.saliency.input_x_gradient import InputXGradient
@@ -410,7 +410,7 @@ class SaliencyReport:
                 "result": reference.result.to_dict(),
                 "changes": json.loads(reference.compare(self).to_json(orient="records")),
             }
-        text = json.dumps(d, indent=1, default=_json_default)
+        text = json.dumps(jsonable(d), indent=1)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
@@ -436,14 +436,6 @@ def _label(m: Mapping[str, Any]) -> str:
     ck = m.get("checkpoint")
     who = f"{m.get('model')}" + (f" @ {Path(ck).name}" if ck else "")
     return f"{who} / {m.get('day') or 'batches'} / {m.get('method')}"
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _meta_table(m: Mapping[str, Any]) -> str:

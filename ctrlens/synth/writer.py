@@ -14,6 +14,7 @@ files never look like impression rows.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass, fields as dc_fields
 from pathlib import Path
@@ -25,6 +26,8 @@ import pyarrow.parquet as pq
 
 from ctrlens.data.schema import DenseField, ImageField, PositionField, Schema, SequenceField, SparseField
 from ctrlens.errors import InputError
+from ctrlens.metrics import auc
+from ctrlens.results import jsonable
 from ctrlens.synth.config import LATENT_DIM, Weights, WorldConfig
 from ctrlens.synth.images import render_images
 from ctrlens.synth.importance import FIELD_INPUTS, ranking, true_importance
@@ -136,18 +139,6 @@ def _logged_columns(X: dict[str, np.ndarray]) -> dict[str, pa.Array]:
         else:
             cols[name] = pa.array(X[key].astype(np.int64))
     return cols
-
-
-def _auc(score: np.ndarray, label: np.ndarray) -> float | None:
-    """ROC AUC by the rank-sum formula, ties sharing their average rank."""
-    pos = int(label.sum())
-    neg = label.size - pos
-    if pos == 0 or neg == 0:
-        return None
-    _, inv, counts = np.unique(score, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    r = (ends - (counts - 1) / 2.0)[inv]  # average 1-based rank of each distinct value
-    return float((r[label.astype(bool)].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def _prepare(root: Path, overwrite: bool) -> None:
@@ -262,7 +253,7 @@ def generate(
             "true_ctr": round(float(T["p_click"].mean()), 6),
             "true_cvr": round(float(T["p_conversion"][click].mean()), 6) if n_click else None,
             "true_ctcvr": round(float((T["p_click"] * T["p_conversion"]).mean()), 6),
-            "oracle_auc": None if (a := _auc(T["p_click"], click)) is None else round(a, 6),
+            "oracle_auc": None if math.isnan(a := auc(click, T["p_click"])) else round(a, 6),
             "base_logit": round(ctx.base, 6),
             "eta": round(ctx.eta, 6),
             "items_existing": int(ctx.items.size),
@@ -275,14 +266,8 @@ def generate(
             progress(day + 1, days)
 
     gt = _ground_truth(world, schema, incs, day_stats)
-    (root / GROUND_TRUTH_FILE).write_text(json.dumps(gt, indent=1, sort_keys=False, default=_json_default))
+    (root / GROUND_TRUTH_FILE).write_text(json.dumps(jsonable(gt), indent=1, sort_keys=False))
     return SynthWorld(root=root, schema=schema, ground_truth=json.loads((root / GROUND_TRUTH_FILE).read_text()))
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _blank_images(ddir: Path, X: dict[str, np.ndarray], inc: Incident, rng: np.random.Generator, size: int) -> dict:

@@ -9,7 +9,9 @@ numpy/scipy only: the dashboard imports this without torch.
   :data:`PSI_FLOOR` (an empty bin would make it infinite);
 * :func:`js` -- Jensen-Shannon *distance* (square root of the divergence, base 2, in ``[0, 1]``);
 * :func:`wasserstein_norm` -- earth mover's distance over bin centres, in reference standard
-  deviations (for ordered values).
+  deviations (for ordered values);
+* :func:`standardised_shift` -- a neuron's (or any unit's) mean shift in reference standard
+  deviations and its ratio of standard deviations (the founding paper's "fluctuation").
 """
 
 from __future__ import annotations
@@ -66,4 +68,20 @@ def wasserstein_norm(edges: Sequence[float], reference: Sequence[float], current
     return float(wasserstein_distance(centres, centres, p, q) / scale)
 
 
-__all__ = ["PSI_FLOOR", "js", "proportions", "psi", "wasserstein_norm"]
+def floor_std(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``std`` floored at ``1e-6 * (1 + |mean|)``: a constant unit must not divide by zero."""
+    return np.maximum(std, 1e-6 * (1.0 + np.abs(mean)))
+
+
+def standardised_shift(mean_a: np.ndarray, std_a: np.ndarray, mean_b: np.ndarray,
+                       std_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``(shift, std_ratio)`` of side B against the reference side A, elementwise over ``[N]`` units:
+    ``shift = (mean_b - mean_a) / std_a`` and ``std_ratio = std_b / std_a``, both standard
+    deviations floored by :func:`floor_std`."""
+    ma, mb = np.asarray(mean_a, dtype=np.float64), np.asarray(mean_b, dtype=np.float64)
+    fa = floor_std(np.asarray(std_a, dtype=np.float64), ma)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (mb - ma) / fa, floor_std(np.asarray(std_b, dtype=np.float64), mb) / fa
+
+
+__all__ = ["PSI_FLOOR", "floor_std", "js", "proportions", "psi", "standardised_shift", "wasserstein_norm"]

@@ -83,3 +83,10 @@ def test_jsonable_is_strict_json() -> None:
     out = jsonable(x)
     assert out == {"1": 0.5, "nan": None, "inf": None, "arr": [1, 2], "t": [3, True], "day": "2026-01-02", "p": "/a/b"}
     json.dumps(out, allow_nan=False)  # raises on NaN/inf if any were left
+
+
+def test_standardised_shift_by_hand() -> None:
+    shift, ratio = distances.standardised_shift([1.0, 0.0, 5.0], [2.0, 0.0, 1.0], [3.0, 0.0, 5.0], [4.0, 0.0, 0.5])
+    np.testing.assert_allclose(shift, [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(ratio, [2.0, 1.0, 0.5])  # a constant unit on both sides: floored, ratio 1
+    assert np.isfinite(distances.standardised_shift([0.0], [0.0], [1.0], [0.0])[0]).all()  # no division by zero

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ctrlens.distances import psi
+from ctrlens.distances import psi, standardised_shift
 
 SEVERITY_CODE = {"ok": 0, "info": 1, "warning": 2, "critical": 3}
 SEVERITY_COLOR = {"ok": "#4caf50", "info": "#64b5f6", "warning": "#ff9800", "critical": "#e53935"}
@@ -559,10 +559,6 @@ def probe_decay(p: pd.DataFrame, order: Sequence[str], *, train_day: str, head: 
 # ------------------------------------------------------------------------------ compare
 
 
-def _floor_std(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    return np.maximum(std, 1e-6 * (1.0 + np.abs(mean)))
-
-
 def neuron_shift(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Per neuron, side B against side A (definitions of :mod:`ctrlens.neurons.compare`):
     ``shift = (mean_b - mean_a) / std_a``, ``std_ratio = std_b / std_a`` (the founding paper's
@@ -574,7 +570,7 @@ def neuron_shift(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["layer", "neuron", "mean_a", "mean_b", "shift", "std_ratio", "psi", "dead_a", "dead_b"])
     ma, mb = m["mean_a"].to_numpy(np.float64), m["mean_b"].to_numpy(np.float64)
     sa, sb = m["std_a"].to_numpy(np.float64), m["std_b"].to_numpy(np.float64)
-    fa = _floor_std(sa, ma)
+    shift, ratio = standardised_shift(ma, sa, mb, sb)
     ps = np.full(len(m), np.nan)
     ha = m["hist_json_a"].tolist() if "hist_json_a" in m else [None] * len(m)
     hb = m["hist_json_b"].tolist() if "hist_json_b" in m else [None] * len(m)
@@ -588,8 +584,8 @@ def neuron_shift(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
             ps[idx] = psi([ha[i] for i in idx], [hb[i] for i in idx])
     with np.errstate(divide="ignore", invalid="ignore"):
         out = pd.DataFrame({
-            "layer": m["layer"], "neuron": m["neuron"], "mean_a": ma, "mean_b": mb, "shift": (mb - ma) / fa,
-            "std_ratio": _floor_std(sb, mb) / fa, "psi": ps, "dead_a": m["frac_zero_a"].to_numpy(np.float64) > 0.99,
+            "layer": m["layer"], "neuron": m["neuron"], "mean_a": ma, "mean_b": mb, "shift": shift,
+            "std_ratio": ratio, "psi": ps, "dead_a": m["frac_zero_a"].to_numpy(np.float64) > 0.99,
             "dead_b": m["frac_zero_b"].to_numpy(np.float64) > 0.99,
         })  # fmt: skip
     return out

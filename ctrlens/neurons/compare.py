@@ -27,18 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctrlens.distances import psi
+from ctrlens.distances import floor_std, psi, standardised_shift
 from ctrlens.neurons.sketch import LayerStats
 from ctrlens.neurons.summary import NeuronSummary
 from ctrlens.results import COLUMNS, Result
 
-def _floor_std(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    return np.maximum(std, 1e-6 * (1.0 + np.abs(mean)))
-
-
 def _selectivity(s: LayerStats) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (s.class_mean("click") - s.class_mean("noclick")) / _floor_std(s.std, s.mean)
+        return (s.class_mean("click") - s.class_mean("noclick")) / floor_std(s.std, s.mean)
 
 
 @dataclass
@@ -116,10 +112,7 @@ def compare(a: NeuronSummary, b: NeuronSummary, *, names: tuple[str, str] = ("a"
             notes.append(f"layer {name!r}: {sa.n_neurons} vs {sb.n_neurons} neurons, not compared")
             continue
         ma, mb, sda, sdb = sa.mean, sb.mean, sa.std, sb.std
-        sda_f = _floor_std(sda, ma)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            shift = (mb - ma) / sda_f
-            ratio = _floor_std(sdb, mb) / sda_f
+        shift, ratio = standardised_shift(ma, sda, mb, sdb)
         same_edges = (sa.lo, sa.hi, sa.bins) == (sb.lo, sb.hi, sb.bins)
         if same_edges:
             p = psi(sa.hist, sb.hist)

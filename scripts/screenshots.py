@@ -1,10 +1,10 @@
 """Screenshots of every dashboard page for docs/dashboard.md (docs/img/dashboard-<page>.png).
 
-Fills a throw-away SQLite store with a synthetic history (``ctrlens.dashboard.sample``: 3 models,
-45 days, a broken field, an OOV surge and a checkpoint with dead units), serves the dashboard on
-127.0.0.1 and photographs each page in headless Chromium::
+Photographs the store the demo's real nightly job wrote (``./demo.sh --no-serve --model din
+--model pal`` first: synthetic world, trained models, planted incidents), served on 127.0.0.1, in
+headless Chromium. The views shown (model, alert, day, layer) are picked from what the store holds::
 
-    .venv/bin/python scripts/screenshots.py [--out docs/img] [--width 1400]
+    .venv/bin/python scripts/screenshots.py [--db sqlite:///demo-out/ctrlens.sqlite] [--out docs/img]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ return document.querySelector('#page > div') !== null && plots.length === gs.len
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--db", default=f"sqlite:///{ROOT / 'demo-out' / 'ctrlens.sqlite'}", help="store written by the demo")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     ap.add_argument("--width", type=int, default=1400)
     args = ap.parse_args(argv)
@@ -40,28 +41,36 @@ def main(argv: list[str] | None = None) -> int:
     from selenium.webdriver.support.ui import WebDriverWait
 
     from ctrlens.dashboard import create_app
-    from ctrlens.dashboard.sample import Incident, SampleSpec, write_history
-    from ctrlens.dashboard.testing import ServerThread
     from ctrlens.store import Store
 
-    spec = SampleSpec(models=("din", "dicm", "esmm"), days=45, retrain_every=14, seed=11,
-                      incidents=(Incident(30, "broken_feature", "shop_id"), Incident(36, "oov_surge", "item_id"),
-                                 Incident(42, "dead_neurons", "mlp.1")))  # fmt: skip
-    day = spec.day
+    sys.path.insert(0, str(ROOT / "tests"))
+    from dashboard_testing import ServerThread
+
+    url = args.db
+    with Store(url) as store:
+        alerts = store.alerts()
+        if alerts.empty:
+            print(f"{url}: no alerts stored; run ./demo.sh --no-serve first", file=sys.stderr)
+            return 2
+        critical = alerts[alerts["severity"] == "critical"].sort_values("day")
+        first = (critical if not critical.empty else alerts).iloc[0]
+        model, alert_day = str(first["model"]), str(first["day"])
+        days = sorted(str(d) for d in store.days(model=model))
+        layers = store.read_day(int(store.versions(model)["version_id"].iloc[-1]), days[-1])["layer_stats"].frame["layer"].tolist()
+        field_alerts = alerts[(alerts["model"] == model) & alerts["finding"].isin(["broken_feature", "oov_surge", "distribution_shift"])]
+    layer = "mlp.1" if "mlp.1" in layers else layers[min(1, len(layers) - 1)]
+    i = days.index(alert_day) if alert_day in days else len(days) - 1
+    field = str(field_alerts.iloc[0]["subject"]) if not field_alerts.empty else ""
+    fday = str(field_alerts.iloc[0]["day"]) if not field_alerts.empty else alert_day
     tmp = Path(tempfile.mkdtemp(prefix="ctrlens-screenshots-"))
     try:
-        url = f"sqlite:///{tmp / 'ctrlens.sqlite'}"
-        with Store(url, create=True) as store:
-            write_history(store, spec)
-            alerts = store.alerts()
-        broken = int(alerts.loc[alerts["finding"] == "broken_feature", "alert_id"].iloc[0])
         pages = {
-            "overview": "/?model=din",
-            "alerts": f"/alerts?alert={broken}",
-            "features": f"/features?model=din&day={day(32)}&field=shop_id&compare={day(29)}",
-            "neurons": f"/neurons?model=din&day={day(43)}&layer=mlp.1&neuron=5",
-            "probes": f"/probes?model=esmm&day={day(40)}",
-            "compare": f"/compare?model=din&day={day(43)}&compare={day(41)}&layer=mlp.1",
+            "overview": f"/?model={model}",
+            "alerts": f"/alerts?alert={int(first['alert_id'])}",
+            "features": f"/features?model={model}&day={fday}" + (f"&field={field}&compare={days[max(days.index(fday) - 1, 0)]}" if field else ""),
+            "neurons": f"/neurons?model={model}&day={alert_day}&layer={layer}&neuron=5",
+            "probes": f"/probes?model={model}&day={days[-1]}",
+            "compare": f"/compare?model={model}&day={alert_day}&compare={days[max(i - 1, 0)]}&layer={layer}",
         }
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM

@@ -1,6 +1,11 @@
-"""Dashboard test fixtures: SQLite stores filled through the store with a realistic history.
+"""Dashboard test fixtures: SQLite stores filled through the store with a fabricated history.
 
-The history (``ctrlens.dashboard.sample``) has two models (``din`` with one head, ``esmm`` with
+The browser tests (tests/test_dashboard_browser.py) run on the store the real nightly job wrote
+(tests/monitor_fixtures.py). This fabricated history is kept for the callback-level tests, which need
+shapes one small nightly run cannot produce (a multi-head ESMM, dead units on a new checkpoint,
+probe decay runs, several models), and for the speed benchmark's year of 5 models.
+
+The history (``dashboard_sample``) has two models (``din`` with one head, ``esmm`` with
 three), a new checkpoint every 5 days, and on ``din``: a broken field (``shop_id``, day 6), dead
 units in ``mlp.1`` on the checkpoint of day 10, and an OOV surge in ``item_id`` (day 8) -- with the
 alerts the nightly job emits for them.
@@ -13,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrlens.dashboard.sample import Incident, SampleSpec
+from dashboard_sample import Incident, SampleSpec
 
 SPEC = SampleSpec(
     models=("din", "esmm"), days=12, retrain_every=5, seed=7,
@@ -24,7 +29,7 @@ DAYS = [SPEC.day(i) for i in range(SPEC.days)]
 
 def build_store(path: Path, spec: SampleSpec = SPEC) -> str:
     """Write ``spec``'s history into a new SQLite store at ``path``; returns its URL."""
-    from ctrlens.dashboard.sample import write_history
+    from dashboard_sample import write_history
     from ctrlens.store import Store
 
     url = f"sqlite:///{path}"

@@ -12,7 +12,7 @@ import pytest
 from ctrlens.dashboard import create_app
 from ctrlens.dashboard.data import DashboardData
 from ctrlens.dashboard.pages.alerts import _safe_link
-from ctrlens.dashboard.testing import CallbackClient, PageSession
+from dashboard_testing import CallbackClient, PageSession
 from ctrlens.store import Store
 
 from dashboard_fixtures import DAYS, dashboard_db, dashboard_db_template  # noqa: F401
@@ -168,7 +168,7 @@ def test_controls_write_the_selection_into_the_url_keeping_other_parameters(dash
 
 
 def test_refresh_picks_up_a_new_day_without_reloading(dashboard_db):
-    from ctrlens.dashboard.sample import SampleSpec, write_history
+    from dashboard_sample import SampleSpec, write_history
 
     app = create_app(dashboard_db, refresh_s=1)
     c = CallbackClient(app)
@@ -256,7 +256,7 @@ def test_both_backends_serve_pages_read_only_with_alert_writes(store_url):
     """SQLite and PostgreSQL: pages fill, the reading connection refuses writes, alert buttons work."""
     from sqlalchemy.exc import DBAPIError
 
-    from ctrlens.dashboard.sample import Incident, SampleSpec, write_history
+    from dashboard_sample import Incident, SampleSpec, write_history
 
     with Store(store_url, create=True) as s:
         write_history(s, SampleSpec(models=("din",), days=6, retrain_every=3, incidents=(Incident(4, "broken_feature", "shop_id"),)))

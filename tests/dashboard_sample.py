@@ -11,7 +11,7 @@ fixed per-subject profiles, so day-to-day changes are small unless an incident s
 Generation is vectorised and reuses per-model templates (only the numbers that move are redrawn),
 so a year of 5 models x 2,000 neurons is bound by the store's write speed.
 
-    from ctrlens.dashboard.sample import SampleSpec, Incident, write_history
+    from dashboard_sample import SampleSpec, Incident, write_history
     write_history(store, SampleSpec(days=10, incidents=(Incident(6, "broken_feature", "shop_id"),)))
 """
 
@@ -227,7 +227,7 @@ def _day_results(t: _ModelTemplate, rng: np.random.Generator, i: int, version_st
                        {"edges": np.linspace(0, 3, 31).round(3).tolist(), "counts": counts.tolist()}))  # fmt: skip
     qu = pd.DataFrame(q_rows, columns=list(COLUMNS["quality"]))
     drift, alerts = _drift_and_alerts(t, rng, i, fs, ls, qu, active, dead, link)
-    meta = {"day": day, "generator": "ctrlens.dashboard.sample"}
+    meta = {"day": day, "generator": "dashboard_sample"}
     return [Result("field_stats", fs, meta), Result("neuron_stats", ns), Result("layer_stats", ls), Result("embedding_health", eh),
             Result("probe", pr), Result("saliency", sal), Result("quality", qu), Result("drift", drift), Result("alert", alerts)]  # fmt: skip
 

@@ -23,6 +23,9 @@ for docs". In short:
       <!-- docs-test: skip reason="serves forever; covered by tests/test_dashboard_*" -->
       <!-- docs-test: timeout=300 -->        (seconds; default 180)
       <!-- docs-test: exit=2 -->             (a bash/console block that must fail with this code)
+      <!-- docs-test: serve="http://127.0.0.1:8050/" expect="ctrlens" -->
+                                             (a bash/console block that serves until stopped: it passes
+                                              once the URL answers 200 with that text, then is stopped)
 
   ``<!-- docs-test: slow -->`` anywhere marks the whole page's test ``@pytest.mark.slow``;
   ``<!-- docs-test: requires="postgresql" -->`` (or ``shared-data``, ``cuda``) skips the page where
@@ -66,7 +69,7 @@ _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*docs-test:(?P<body>.*?)(?P<close>-->)?\s*$")
 _TOKEN = re.compile(r'(?P<key>[a-z][a-z-]*)(?:=(?:"(?P<q>[^"]*)"|(?P<v>[^\s"]+)))?')
 _WORDS = {"skip", "slow", "setup"}
-_KEYS = {"reason", "timeout", "exit", "requires"}
+_KEYS = {"reason", "timeout", "exit", "requires", "serve", "expect"}
 #: what a page may require (``<!-- docs-test: requires="postgresql" -->``); see :func:`unmet`
 REQUIREMENTS = ("postgresql", "shared-data", "cuda")
 
@@ -87,6 +90,8 @@ class Block:
     timeout: float = DEFAULT_TIMEOUT
     exit: int = 0
     hidden: bool = False
+    serve: str | None = None  # a URL the block serves until stopped (see _run_server)
+    expect: str | None = None  # text the served page must contain
 
     @property
     def where(self) -> str:
@@ -235,9 +240,13 @@ def parse_page(path: str | Path, root: Path = ROOT) -> Page:
                 b = Block(rel, i + 1, norm, console_commands(code) if norm == "console" else code,
                           skip=opts.get("reason") if opts.get("skip") else None,
                           timeout=float(opts.get("timeout", DEFAULT_TIMEOUT)), exit=int(opts.get("exit", 0)),
-                          hidden=bool(opts.get("setup")))
+                          hidden=bool(opts.get("setup")), serve=opts.get("serve"), expect=opts.get("expect"))
                 if b.exit and norm == "python":
                     raise DocsError(f"{rel}:{i + 1}: exit= applies to bash/console blocks only")
+                if b.serve and (norm == "python" or not b.serve.startswith("http://127.0.0.1:")):
+                    raise DocsError(f"{rel}:{i + 1}: serve= needs a bash/console block and a http://127.0.0.1:PORT/ URL")
+                if b.expect and not b.serve:
+                    raise DocsError(f"{rel}:{i + 1}: expect= goes with serve=")
                 page.blocks.append(b)
             elif lang in SHOW_LANGS:
                 if opts and not hidden_depth:
@@ -352,8 +361,60 @@ def _on_term(signum, frame):  # pragma: no cover - the page ran out of time
     raise SystemExit(143)
 
 
+def _serving(url: str, expect: str | None) -> str | None:
+    """The page at ``url`` when it answers 200 (and holds ``expect``), else None."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:  # noqa: S310 - a loopback URL (checked at parse time)
+            body = r.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return body if expect is None or expect in body else None
+
+
+def _run_server(b: Block, workdir: Path) -> Outcome:
+    """A block that serves until stopped: start it, wait until its URL answers, then stop it.
+
+    Pages run in parallel (xdist) and docs name fixed ports, so one file lock per port serialises the
+    servers; nothing may answer on the port before the block starts (it would be someone else's).
+    """
+    import fcntl
+
+    global _SHELL
+    port = b.serve.split(":")[2].split("/")[0]
+    with open(Path(tempfile.gettempdir()) / f"ctrlens-docs-port-{port}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _serving(b.serve, None) is not None:
+            return Outcome(b.where, b.line, b.lang, "failed", reason=f"{b.serve} already answers before the block started")
+        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+            _SHELL = p = subprocess.Popen(["bash", "-c", "set -eo pipefail\n" + b.code], cwd=workdir, env=os.environ.copy(),
+                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            status, reason = "timeout", f"{b.serve} did not answer within {b.timeout:.0f} s"
+            try:
+                deadline = time.monotonic() + b.timeout
+                while time.monotonic() < deadline:
+                    if p.poll() is not None:
+                        status, reason = "failed", f"exited with code {p.returncode} before serving {b.serve}"
+                        break
+                    if _serving(b.serve, b.expect) is not None:
+                        status, reason = "passed", ""
+                        break
+                    time.sleep(0.5)
+            finally:
+                _kill_shell()
+                p.wait()
+                _SHELL = None
+            log.seek(0)
+            out = log.read()
+    return Outcome(b.where, b.line, b.lang, status, reason=reason, output=_tail(out, 2000 if status == "passed" else 6000))
+
+
 def _run_shell(b: Block, workdir: Path) -> Outcome:
     global _SHELL
+    if b.serve:
+        return _run_server(b, workdir)
     script = "set -eo pipefail\n" + b.code
     # output to a file, not a pipe: a background job left running must not keep us waiting for EOF
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:

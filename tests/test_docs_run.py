@@ -194,6 +194,35 @@ def test_a_timed_out_block_leaves_no_process_behind(tmp_path: Path) -> None:
         assert not _alive(pid), f"process {pid} still running"
 
 
+def test_a_serving_block_passes_when_its_url_answers_and_is_stopped(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a free loopback port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    page, outs = _run(tmp_path, f'''
+        <!-- docs-test: serve="http://127.0.0.1:{port}/" expect="hello-docs" -->
+        ```bash
+        mkdir -p site && echo hello-docs > site/index.html
+        echo $$ > server.pid
+        exec python -m http.server {port} --bind 127.0.0.1 --directory site
+        ```
+
+        <!-- docs-test: serve="http://127.0.0.1:{port}/" timeout=20 -->
+        ```bash
+        echo "no such database" >&2; exit 2
+        ```
+    ''')
+    assert outs[0].status == "passed", dr.failure_message(page, outs)
+    pid = int((tmp_path / "run" / "work" / "server.pid").read_text())
+    time.sleep(0.2)
+    assert not _alive(pid), "the server was left running"
+    assert outs[1].status == "failed" and "exited with code 2 before serving" in outs[1].reason
+    assert "no such database" in outs[1].output
+    with pytest.raises(dr.DocsError, match="serve= needs a bash/console block"):
+        dr.parse_page(_page(tmp_path, '<!-- docs-test: serve="http://example.org/" -->\n```bash\ntrue\n```\n'), root=tmp_path)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

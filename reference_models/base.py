@@ -1,6 +1,7 @@
 """Base: the Embedding&MLP ("GwEN") net of Guo et al. 2018 (paper 1) and of the DIN paper's baseline.
 
-Every sparse field is embedded, every sequence field is sum-pooled over its real positions, dense
+Every sparse field is embedded, every sequence field is sum-pooled over its real positions, every bag
+field is pooled (sum or weighted mean, as its schema says), dense
 fields are projected to vectors; the field vectors are concatenated and fed to an MLP
 (256-128-64-32, ReLU in paper 1) and a logistic output.
 
@@ -55,7 +56,7 @@ class BaseModel(CTRModel):
     def __init__(self, schema: Schema, config: BaseConfig | None = None):
         super().__init__(schema, config)
         c = self.config
-        kinds = ("sparse", "sequence", "dense") + (("position",) if c.use_position else ())
+        kinds = ("sparse", "sequence", "bag", "dense") + (("position",) if c.use_position else ())
         self.embed = FieldEmbedding(schema, self.pick_fields(kinds), c.embedding_dim)
         self.concat = nn.Identity()
         self.mlp = MLP(sum(self.embed.dims.values()), c.mlp, c.activation, c.batch_norm, c.dropout)

@@ -102,7 +102,7 @@ class DINModel(CTRModel):
     def __init__(self, schema: Schema, config: DINConfig | None = None):
         super().__init__(schema, config)
         c = self.config
-        kinds = ("sparse", "sequence", "dense") + (("position",) if c.use_position else ())
+        kinds = ("sparse", "sequence", "bag", "dense") + (("position",) if c.use_position else ())
         self.embed = FieldEmbedding(schema, self.pick_fields(kinds), c.embedding_dim)
         fields = self.embed.fields
         self.groups = attention_groups(schema, fields, c.attention_groups)

@@ -51,7 +51,7 @@ class ESMMModel(CTRModel):
         if not schema.has_conversion:
             raise InputError("esmm needs the 'conversion' label; this schema's labels are " + str(list(schema.labels)))
         c = self.config
-        self.embed = FieldEmbedding(schema, self.pick_fields(("sparse", "sequence", "dense")), c.embedding_dim)
+        self.embed = FieldEmbedding(schema, self.pick_fields(("sparse", "sequence", "bag", "dense")), c.embedding_dim)
         self.concat = nn.Identity()
         width = sum(self.embed.dims.values())
         self.towers = nn.ModuleDict({h: MLP(width, c.tower, c.activation, c.batch_norm, c.dropout) for h in ("ctr", "cvr")})

@@ -67,7 +67,7 @@ class XDeepFMModel(CTRModel):
         c = self.config
         if not (c.use_linear or c.use_cin or c.use_dnn):
             raise InputError("xdeepfm: at least one of use_linear, use_cin, use_dnn must be on")
-        names = self.pick_fields(("sparse", "sequence", "dense"))
+        names = self.pick_fields(("sparse", "sequence", "bag", "dense"))
         self.embed = FieldEmbedding(schema, names, c.embedding_dim)
         dims = set(self.embed.dims.values())
         if len(dims) > 1:

@@ -4,6 +4,7 @@ from ctrlens.data.batch import Batch
 from ctrlens.data.random import random_batch
 from ctrlens.data.loader import DailyDataset, DailyIterable
 from ctrlens.data.schema import (
+    BagField,
     DenseField,
     ImageField,
     PositionField,
@@ -15,6 +16,7 @@ from ctrlens.data.schema import (
 from ctrlens.data.validate import DataError, DayCounts, FieldCounts, ValidationReport
 
 __all__ = [
+    "BagField",
     "random_batch",
     "Batch",
     "DailyDataset",

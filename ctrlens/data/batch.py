@@ -17,10 +17,12 @@ class Batch:
         features: field name -> tensor.
             sparse: int64 ``[B]`` embedding indices (0 = missing, 1 = OOV, raw id + 2);
             sequence: int64 ``[B, L]`` indices, right-padded with 0 (``L`` = the field's ``max_len``);
+            bag: int64 ``[B, L]`` indices of the row's ids in file order, right-padded with 0
+            (``L`` = the field's ``max_len``); the order carries no meaning;
             dense: float32 ``[B]``;
             position: int64 ``[B]`` in ``1..max_position``.
-        masks: sequence field name -> bool ``[B, L]``, True at real (non-padding) positions.
-        labels: ``"click"`` (and ``"conversion"``) -> float32 ``[B]`` of 0/1.
+        masks: sequence and bag field name -> bool ``[B, L]``, True at real (non-padding) positions.
+        labels: label name (``"click"``, ``"conversion"``, ``"income"``...) -> float32 ``[B]`` of 0/1.
         images: float32 ``[U, C, H, W]`` in ``[0, 1]``: the images of the ``U`` unique items the batch
             references (candidate and history), each once -- models run their image encoder on these
             only (the AMS idea). ``None`` when the schema has no image fields.
@@ -28,6 +30,11 @@ class Batch:
             positions and items without an image point at row 0, which is an all-zero image.
         user: int64 ``[B]`` raw ids of the schema's ``role="user"`` field (for GAUC), or ``None``.
         row: int64 ``[B]`` row numbers within the day (for per-sample explanations).
+        weights: bag field name -> float32 ``[B, L]`` per-id weights aligned with its ids, 0 at padding;
+            only bags whose schema names a ``weights`` column (others weigh every id 1).
+
+    A bag as torchrec's jagged ``values``/``lengths``: ``lengths = masks[f].sum(1)``,
+    ``values = features[f][masks[f]]`` (row-major, so each row's ids stay together and in order).
     """
 
     features: dict[str, Tensor]
@@ -37,6 +44,7 @@ class Batch:
     image_index: dict[str, Tensor] = field(default_factory=dict)
     user: Tensor | None = None
     row: Tensor | None = None
+    weights: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         for t in self.features.values():
@@ -61,6 +69,7 @@ class Batch:
             image_index=mv(self.image_index),
             user=None if self.user is None else self.user.to(device, non_blocking=non_blocking),
             row=None if self.row is None else self.row.to(device, non_blocking=non_blocking),
+            weights=mv(self.weights),
         )
 
     def pin_memory(self) -> "Batch":
@@ -77,6 +86,7 @@ class Batch:
             image_index=pin(self.image_index),
             user=None if self.user is None else self.user.pin_memory(),
             row=None if self.row is None else self.row.pin_memory(),
+            weights=pin(self.weights),
         )
 
     def select(self, idx: Tensor | slice) -> "Batch":
@@ -93,6 +103,7 @@ class Batch:
             image_index=sel(self.image_index),
             user=None if self.user is None else self.user[idx],
             row=None if self.row is None else self.row[idx],
+            weights=sel(self.weights),
         )
 
     def split(self, size: int) -> Iterator["Batch"]:
@@ -134,4 +145,5 @@ class Batch:
             image_index=image_index,
             user=None if first.user is None else torch.cat([b.user for b in batches]),  # type: ignore[misc]
             row=None if first.row is None else torch.cat([b.row for b in batches]),  # type: ignore[misc]
+            weights=cat("weights"),
         )

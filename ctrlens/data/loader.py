@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 import torch
 
 from ctrlens.data.batch import Batch
-from ctrlens.data.columns import IdMap, map_sequence
+from ctrlens.data.columns import IdMap, map_bag, map_sequence
 from ctrlens.data.images import ImageStore
-from ctrlens.data.schema import DenseField, PositionField, Schema, SequenceField, SparseField
+from ctrlens.data.schema import BagField, DenseField, PositionField, Schema, SequenceField, SparseField
 from ctrlens.data.validate import (
     DataError,
     DayCounts,
@@ -51,7 +51,7 @@ READ_ROWS = 65_536
 #: Default rows mixed together by ``shuffle=True`` (a day that fits is shuffled uniformly).
 SHUFFLE_BUFFER = 262_144
 
-Chunk = dict  # key -> numpy array with a leading row axis: "f:<field>", "l:<label>", "_user", "_row"
+Chunk = dict  # key -> numpy array with a leading row axis: "f:<field>", "w:<bag>", "l:<label>", "_user", "_row"
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,15 @@ class DailyDataset:
                 counts.for_field(f.name).add(n, len(sv.idx), int((sv.lengths == 0).sum()), int((sv.idx == 1).sum()))
                 if build:
                     out["f:" + f.name] = sv.padded(f.max_len)
+            elif isinstance(f, BagField):
+                wcol = rb.column(f.weights) if f.weights else None
+                sv, _, w = map_bag(rb.column(f.name), self._maps[f.table_name], file=file, column=f.name,
+                                   row0=file_row0, weights=wcol, weights_column=f.weights)
+                counts.for_field(f.name).add(n, len(sv.idx), int((sv.lengths == 0).sum()), int((sv.idx == 1).sum()))
+                if build:
+                    out["f:" + f.name] = sv.padded(f.max_len, keep="first")
+                    if w is not None:
+                        out["w:" + f.name] = sv.pad(w, f.max_len, keep="first", fill=0.0)
             elif isinstance(f, DenseField):
                 v, n_null = dense_values(rb.column(f.name), f, file=file, row0=file_row0)
                 counts.for_field(f.name).add(n, n - n_null, n_null, 0)
@@ -273,11 +282,12 @@ class DailyDataset:
         """Tensors of a mapped chunk (zero-copy where possible), with the images it references
         (as logged on ``day`` when given)."""
         feats = {k[2:]: torch.from_numpy(v) for k, v in chunk.items() if k.startswith("f:")}
-        masks = {f.name: feats[f.name] != 0 for f in self.schema.sequences}
+        masks = {f.name: feats[f.name] != 0 for f in (*self.schema.sequences, *self.schema.bags)}
         labels = {k[2:]: torch.from_numpy(v) for k, v in chunk.items() if k.startswith("l:")}
+        weights = {k[2:]: torch.from_numpy(v) for k, v in chunk.items() if k.startswith("w:")}
         batch = Batch(features=feats, masks=masks, labels=labels,
                       user=torch.from_numpy(chunk["_user"]) if "_user" in chunk else None,
-                      row=torch.from_numpy(chunk["_row"]))
+                      row=torch.from_numpy(chunk["_row"]), weights=weights)
         if images and self.schema.images:
             store = self.images_for(day)
             assert store is not None

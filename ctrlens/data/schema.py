@@ -11,12 +11,17 @@ Index convention shared by every embedding in ctrlens (the loader produces it, m
 * index ``r + 2`` -- raw id ``r`` (integer fields), or the ``r``-th entry of the vocabulary (string fields).
 
 So an embedding table for a field with ``vocab_size = V`` has ``V + 2`` rows (:attr:`SparseField.num_embeddings`).
+
+Bag fields (:class:`BagField`, an unordered ``list<int64>`` or ``list<string>`` of ids per row, e.g. tags)
+follow the same convention per element; in a :class:`~ctrlens.data.batch.Batch` they are padded
+``[B, max_len]`` indices plus a bool mask (and optional float weights), like sequences.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields as dc_fields
 from pathlib import Path
 from typing import Literal, Union
@@ -90,6 +95,59 @@ class SequenceField:
 
 
 @dataclass(frozen=True)
+class BagField:
+    """An unordered multi-value categorical field: a ``list<int64>`` (or ``list<string>``) of ids per
+    row that models pool (sum or mean) into one vector -- tags, query terms, torchrec's jagged features.
+
+    Attributes:
+        name: column name in the Parquet files (a list column).
+        vocab_size: number of valid raw ids of the field's own table. ``None``: the field uses the
+            table named by ``table``, defined by another sparse or bag field (a shared table).
+        max_len: the batch holds at most ``max_len`` ids per row; longer bags keep their *first*
+            ``max_len`` ids (the order within a bag carries no meaning), and field statistics count
+            how many rows were cut.
+        embedding_dim, dtype, vocabulary, oov: as for :class:`SparseField` (own table only).
+        table: embedding table name; defaults to ``name`` (its own table).
+        weights: name of a companion ``list<float>`` column with one finite weight per id (same list
+            lengths as the ids); ``None`` = every id weighs 1.
+        pooling: how the reference models pool the bag: ``"sum"`` of (weighted) id embeddings, or
+            ``"mean"`` (the weighted average, ``sum(w e) / sum(w)``; 0 for an empty bag).
+    """
+
+    name: str
+    vocab_size: int | None = None
+    max_len: int = 16
+    embedding_dim: int = 8
+    table: str | None = None
+    dtype: Literal["int64", "string"] = "int64"
+    vocabulary: tuple[str, ...] | None = None
+    oov: Literal["bucket", "error"] = "bucket"
+    weights: str | None = None
+    pooling: Literal["sum", "mean"] = "sum"
+    kind: Literal["bag"] = "bag"
+
+    @property
+    def table_name(self) -> str:
+        return self.table or self.name
+
+    @property
+    def defines_table(self) -> bool:
+        """Whether this field carries a vocabulary (own table) rather than borrowing one."""
+        return self.vocab_size is not None
+
+    @property
+    def num_embeddings(self) -> int:
+        if self.vocab_size is None:
+            raise SchemaError(f"bag field {self.name!r} borrows table {self.table_name!r}; ask the schema "
+                              "(schema.table_of(name).num_embeddings)")
+        return self.vocab_size + INDEX_OFFSET
+
+    @property
+    def role(self) -> None:  # tables() mixes bag and sparse definers; only sparse fields have roles
+        return None
+
+
+@dataclass(frozen=True)
 class DenseField:
     """A numeric field (float). NaN/inf are refused by the loader; nulls are refused unless
     ``fill`` is given."""
@@ -123,15 +181,20 @@ class ImageField:
     kind: Literal["image"] = "image"
 
 
-Field = Union[SparseField, SequenceField, DenseField, PositionField, ImageField]
+Field = Union[SparseField, SequenceField, BagField, DenseField, PositionField, ImageField]
+#: A field that defines an embedding table's vocabulary.
+TableField = Union[SparseField, BagField]
 _KINDS: dict[str, type] = {
     "sparse": SparseField,
     "sequence": SequenceField,
+    "bag": BagField,
     "dense": DenseField,
     "position": PositionField,
     "image": ImageField,
 }
+#: The label names with a built-in meaning (``conversion`` can only be 1 where ``click`` is 1).
 LABELS = ("click", "conversion")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 @dataclass(frozen=True)
@@ -140,7 +203,9 @@ class Schema:
 
     Attributes:
         fields: the feature fields, in a stable order (models embed them in this order).
-        labels: ``("click",)`` or ``("click", "conversion")``; conversion may only be 1 where click is 1.
+        labels: the 0/1 label columns, any names (``("click",)``, ``("income",)``,
+            ``("click", "purchase")``...); models' heads name the label they predict. When both
+            ``click`` and ``conversion`` are present, conversion may only be 1 where click is 1.
         image_table: file name (relative to the root) of the per-item image table, if any.
         image_shape: ``(C, H, W)`` of every image in the table.
         extra: free-form notes; ``extra["passthrough_columns"]`` lists extra Parquet columns the loader
@@ -183,6 +248,10 @@ class Schema:
         return self.of_kind("sequence")  # type: ignore[return-value]
 
     @property
+    def bags(self) -> tuple[BagField, ...]:
+        return self.of_kind("bag")  # type: ignore[return-value]
+
+    @property
     def dense(self) -> tuple[DenseField, ...]:
         return self.of_kind("dense")  # type: ignore[return-value]
 
@@ -201,21 +270,38 @@ class Schema:
                 return f
         return None
 
-    def tables(self) -> dict[str, SparseField]:
-        """Embedding table name -> the sparse field that defines its vocabulary (first one wins)."""
-        out: dict[str, SparseField] = {}
+    def tables(self) -> dict[str, TableField]:
+        """Embedding table name -> the field that defines its vocabulary: the first sparse field of
+        the table, else the first bag field with a ``vocab_size``."""
+        out: dict[str, TableField] = {}
         for f in self.sparse:
             out.setdefault(f.table_name, f)
+        for b in self.bags:
+            if b.defines_table:
+                out.setdefault(b.table_name, b)
         return out
 
-    def table_of(self, name: str) -> SparseField:
-        """The sparse field whose vocabulary a sparse or sequence field uses."""
+    def table_of(self, name: str) -> TableField:
+        """The field whose vocabulary a sparse, sequence or bag field uses."""
         f = self[name]
         if isinstance(f, SequenceField):
             return self.tables()[f.table]
-        if isinstance(f, SparseField):
+        if isinstance(f, (SparseField, BagField)):
             return self.tables()[f.table_name]
         raise SchemaError(f"field {name!r} is {f.kind}, it has no embedding table")
+
+    def table_name_of(self, name: str) -> str:
+        """The embedding table a sparse, sequence or bag field looks up."""
+        f = self[name]
+        if isinstance(f, SequenceField):
+            return f.table
+        if isinstance(f, (SparseField, BagField)):
+            return f.table_name
+        raise SchemaError(f"field {name!r} is {f.kind}, it has no embedding table")
+
+    def weight_columns(self) -> dict[str, str]:
+        """Bag field name -> its per-id weights column, for bags that have one."""
+        return {b.name: b.weights for b in self.bags if b.weights}
 
     @property
     def has_conversion(self) -> bool:
@@ -227,14 +313,34 @@ class Schema:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise SchemaError(f"schema: duplicate field names {dup}")
+        labels = list(self.labels)
+        if not labels or any(not isinstance(l, str) or not _NAME.match(l) for l in labels):
+            raise SchemaError(f"schema: labels must be a non-empty list of column names (letters, digits, '_', "
+                              f"'.', '-'), got {self.labels}")
+        if len(set(labels)) != len(labels):
+            raise SchemaError(f"schema: duplicate label names in {self.labels}")
+        if "conversion" in labels and "click" not in labels:
+            raise SchemaError("schema: label 'conversion' needs label 'click' (a conversion follows a click); "
+                              "name a conversion label without clicks differently, e.g. 'purchase'")
         for n in names:
-            if n in LABELS:
+            if n in labels:
                 raise SchemaError(f"schema: field {n!r} has the name of a label")
-        if not self.labels or self.labels[0] != "click" or any(l not in LABELS for l in self.labels):
-            raise SchemaError(f"schema: labels must be ('click',) or ('click', 'conversion'), got {self.labels}")
+        weight_cols = [f.weights for f in self.fields if isinstance(f, BagField) and f.weights]
+        for w in weight_cols:
+            if w in names or w in labels or weight_cols.count(w) > 1:
+                raise SchemaError(f"schema: bag weights column {w!r} clashes with a field, a label or another "
+                                  "bag's weights column")
         tables = {}
         for f in self.fields:
-            if isinstance(f, SparseField):
+            if isinstance(f, BagField) and f.vocab_size is None:
+                if f.table is None:
+                    raise SchemaError(f"schema: bag field {f.name!r} needs a vocab_size (its own table) or a "
+                                      "table defined by a sparse or bag field")
+                if f.vocabulary is not None or f.dtype != "int64":
+                    raise SchemaError(f"schema: bag field {f.name!r} borrows table {f.table!r}: give dtype and "
+                                      "vocabulary on the field that defines the table")
+                continue
+            if isinstance(f, (SparseField, BagField)):
                 if f.vocab_size < 1:
                     raise SchemaError(f"schema: field {f.name!r}: vocab_size must be >= 1, got {f.vocab_size}")
                 if f.dtype == "string" and not f.vocabulary:
@@ -249,6 +355,16 @@ class Schema:
                         f"schema: fields {prev.name!r} and {f.name!r} share table {f.table_name!r} but differ in vocab_size/dtype"
                     )
         for f in self.fields:
+            if isinstance(f, BagField):
+                if f.max_len < 1:
+                    raise SchemaError(f"schema: bag field {f.name!r}: max_len must be >= 1, got {f.max_len}")
+                if f.pooling not in ("sum", "mean"):
+                    raise SchemaError(f"schema: bag field {f.name!r}: pooling must be 'sum' or 'mean', got {f.pooling!r}")
+                if f.table_name not in tables:
+                    raise SchemaError(
+                        f"schema: bag field {f.name!r} uses table {f.table_name!r}, which no sparse or bag field "
+                        f"defines (tables: {sorted(tables)})"
+                    )
             if isinstance(f, SequenceField):
                 if f.table not in tables:
                     raise SchemaError(
@@ -259,7 +375,7 @@ class Schema:
                     raise SchemaError(f"schema: sequence field {f.name!r}: max_len must be >= 1")
             if isinstance(f, ImageField):
                 src = next((g for g in self.fields if g.name == f.source), None)
-                if not isinstance(src, (SparseField, SequenceField)):
+                if not isinstance(src, (SparseField, SequenceField)):  # (bags have no images: no order, no item)
                     raise SchemaError(f"schema: image field {f.name!r}: source {f.source!r} must be a sparse or sequence field")
                 if self.image_table is None or self.image_shape is None:
                     raise SchemaError(f"schema: image field {f.name!r} needs image_table and image_shape")

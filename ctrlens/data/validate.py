@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctrlens.data.schema import (
+    BagField,
     DenseField,
     PositionField,
     Schema,
@@ -98,6 +99,11 @@ def expected_columns(schema: Schema) -> dict[str, str]:
         elif isinstance(f, SequenceField):
             elem = "string" if schema.table_of(f.name).dtype == "string" else "int64"
             out[f.name] = f"list<{elem}> (sequence field, table {f.table!r})"
+        elif isinstance(f, BagField):
+            elem = "string" if schema.table_of(f.name).dtype == "string" else "int64"
+            out[f.name] = f"list<{elem}> (bag field, table {f.table_name!r})"
+            if f.weights:
+                out[f.weights] = f"list<float> (per-id weights of bag field {f.name!r}, same lengths)"
         elif isinstance(f, DenseField):
             out[f.name] = "float or integer numbers (dense field)"
         elif isinstance(f, PositionField):
@@ -111,10 +117,12 @@ def type_ok(schema: Schema, name: str, t: pa.DataType) -> bool:
     """Whether Parquet/Arrow type ``t`` is acceptable for required column ``name``."""
     if name in schema.labels:
         return _is_int(t) or pa.types.is_boolean(t) or pa.types.is_floating(t)
+    if name in schema.weight_columns().values():
+        return _is_list(t) and (pa.types.is_floating(t.value_type) or _is_int(t.value_type))
     f = schema[name]
     if isinstance(f, SparseField):
         return _is_str(t) if f.dtype == "string" else _is_int(t)
-    if isinstance(f, SequenceField):
+    if isinstance(f, (SequenceField, BagField)):
         if not _is_list(t):
             return False
         vt = t.value_type
@@ -250,7 +258,7 @@ def label_values(schema: Schema, cols: dict[str, pa.Array], *, file: Path, row0:
             r = first_true(bad)
             raise fail(f"label must be 0 or 1, got {v[r]:g}", file=file, column=name, row=row0 + r)
         out[name] = v.astype(np.float32)
-    if "conversion" in out:
+    if "conversion" in out and "click" in out:
         bad = (out["conversion"] == 1) & (out["click"] == 0)
         if bad.any():
             r = first_true(bad)
@@ -267,10 +275,10 @@ def label_values(schema: Schema, cols: dict[str, pa.Array], *, file: Path, row0:
 
 @dataclass
 class FieldCounts:
-    """What the loader saw of one sparse or sequence field (one pass over a day or a rank's share).
+    """What the loader saw of one field (one pass over a day or a rank's share).
 
-    ``values``: non-missing values (sparse: rows; sequence: list elements, before truncation);
-    ``missing``: rows with no value (sparse: null; sequence: null or empty list; dense: nulls filled);
+    ``values``: non-missing values (sparse: rows; sequence, bag: list elements, before truncation);
+    ``missing``: rows with no value (sparse: null; sequence, bag: null or empty list; dense: nulls filled);
     ``oov``: values mapped to the OOV bucket.
     """
 

@@ -110,8 +110,14 @@ class CTRModel(nn.Module):
     def layer_specs(self) -> list[LayerSpec]:
         raise NotImplementedError
 
+    @property
+    def label(self) -> str:
+        """The label the ``ctr`` head predicts: ``click`` when the schema has it, else its first label
+        (so a dataset whose label is ``income`` trains and is measured on ``income``)."""
+        return "click" if "click" in self.schema.labels else self.schema.labels[0]
+
     def head_specs(self) -> dict[str, HeadSpec]:
-        return {"ctr": HeadSpec("ctr", "ctr", "click", "all", "ctr_logit")}
+        return {"ctr": HeadSpec("ctr", "ctr", self.label, "all", "ctr_logit")}
 
     def field_embedding(self) -> FieldEmbedding:
         """The block embedding the id fields (used for tables and regularisation)."""
@@ -121,8 +127,8 @@ class CTRModel(nn.Module):
         return dict(self.field_embedding().table_modules())
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
-        """BCE of the ``ctr`` head on ``click``, plus :meth:`regularization`. Scalar."""
-        return bce_with_logits(outputs["ctr_logit"], batch.labels["click"]) + self.regularization(batch)
+        """BCE of the ``ctr`` head on its label (:attr:`label`), plus :meth:`regularization`. Scalar."""
+        return bce_with_logits(outputs["ctr_logit"], batch.labels[self.label]) + self.regularization(batch)
 
     # -- shared helpers ----------------------------------------------------------------------
     def pick_fields(self, kinds: Sequence[str]) -> list[str]:

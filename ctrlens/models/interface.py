@@ -31,7 +31,9 @@ from ctrlens.errors import InputError
 
 LayerKind = Literal["embedding", "hidden", "attention", "interaction", "logit"]
 Activation = Literal["relu", "prelu", "dice", "sigmoid", "tanh", "softmax", "identity"]
-HeadLabel = Literal["click", "conversion", "click*conversion"]
+#: What a head predicts: a label column of the schema (``"click"``, ``"income"``, ``"purchase"``...) or a
+#: product of label columns joined by ``*`` (ESMM's ``"click*conversion"``).
+HeadLabel = str
 
 
 class InterfaceError(InputError, TypeError):
@@ -62,7 +64,7 @@ class FieldSpec:
 
     name: str
     tap: Tap
-    kind: Literal["sparse", "sequence", "dense", "image", "position", "other"] = "other"
+    kind: Literal["sparse", "sequence", "bag", "dense", "image", "position", "other"] = "other"
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,17 +101,17 @@ class HeadSpec:
         """``(y [B'], row_mask [B] or None)`` for this head on ``batch``."""
         if self.label is None:
             raise InterfaceError(f"head {self.name!r} has no label")
-        click = batch.labels["click"]
-        if self.label == "click":
-            y = click
-        elif "conversion" not in batch.labels:
-            raise InterfaceError(f"head {self.name!r} needs the 'conversion' label, which this data lacks")
-        elif self.label == "conversion":
-            y = batch.labels["conversion"]
-        else:
-            y = click * batch.labels["conversion"]
+        parts = self.label.split("*")
+        need = parts + (["click"] if self.rows == "clicked" else [])
+        missing = [p for p in dict.fromkeys(need) if p not in batch.labels]
+        if missing:
+            raise InterfaceError(f"head {self.name!r} needs the {', '.join(repr(p) for p in missing)} label, which this "
+                                 f"data lacks; its labels: {sorted(batch.labels)}")
+        y = batch.labels[parts[0]]
+        for p in parts[1:]:
+            y = y * batch.labels[p]
         if self.rows == "clicked":
-            m = click > 0.5
+            m = batch.labels["click"] > 0.5
             return y[m], m
         return y, None
 
@@ -216,7 +218,7 @@ def attach(
         fields: field name -> the module whose output is that field's embedding, ``(module, call)``
             for a module called several times per forward (a shared table), or a :class:`FieldSpec`.
         layers: layer name -> module / ``(module, call)`` / :class:`LayerSpec`, in forward order.
-        heads: head name -> label (``"click"``, ``"conversion"``, ``"click*conversion"``) or a
+        heads: head name -> label column (``"click"``, ``"income"``..., or a product ``"click*conversion"``) or a
             :class:`HeadSpec`; defaults to ``{"ctr": "click"}``. A head's output key is its name.
         activations: layer name -> activation, for the saturation rule (default ``"identity"``,
             or inferred when the tapped module is an activation module).

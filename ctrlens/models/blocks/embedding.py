@@ -7,6 +7,9 @@ is a learned vector shared by all unknown ids.
 
 Sequence embeddings are multiplied by the field's mask, so whatever id sits at a padding position,
 the ``[B, L, D]`` output (and everything downstream) is the same.
+
+Bag fields are pooled inside the block (:func:`pool_bag`, sum or weighted mean as the schema's
+``pooling`` says), so a bag's output -- and its tap, which saliency attributes -- is ``[B, D]``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctrlens.data.batch import Batch
-from ctrlens.data.schema import DenseField, PositionField, Schema, SequenceField, SparseField
+from ctrlens.data.schema import PAD_INDEX, BagField, DenseField, PositionField, Schema, SequenceField, SparseField
 from ctrlens.errors import InputError
 from ctrlens.models.interface import FieldSpec, Tap
 
@@ -36,6 +40,31 @@ def sequence_mask(batch: Batch, name: str) -> Tensor:
     """The bool ``[B, L]`` mask of sequence field ``name`` (from the batch, else ``ids != 0``)."""
     m = batch.masks.get(name)
     return m if m is not None else batch.features[name] != 0
+
+
+def bag_weights(batch: Batch, name: str) -> Tensor:
+    """Float ``[B, L]`` per-id weights of bag ``name``: the batch's weights (if any) times its mask."""
+    m = sequence_mask(batch, name).to(torch.float32)
+    w = batch.weights.get(name)
+    return m if w is None else m * w.to(torch.float32)
+
+
+def pool_bag(weight: Tensor, ids: Tensor, w: Tensor, mode: str = "sum") -> Tensor:
+    """EmbeddingBag pooling of padded bags: ``[V, D]`` table, int64 ``[B, L]`` ids, float ``[B, L]``
+    weights (0 at padding) -> ``[B, D]``.
+
+    ``mode="sum"``: ``sum_j w_j E[id_j]``; ``mode="mean"``: ``sum_j w_j E[id_j] / sum_j w_j`` (the
+    plain mean when every weight is 1), 0 for an empty bag. Row 0 (padding) never contributes.
+    """
+    if ids.shape[1] == 0:
+        return weight.new_zeros(ids.shape[0], weight.shape[1])
+    out = F.embedding_bag(ids, weight, mode="sum", per_sample_weights=w.to(weight.dtype), padding_idx=PAD_INDEX)
+    if mode == "mean":
+        out = out / w.sum(1, keepdim=True).to(out.dtype).clamp_min(1e-12)
+    elif mode != "sum":
+        raise InputError(f"bag pooling must be 'sum' or 'mean', got {mode!r}")
+    return out
+
 
 
 class DenseEmbedding(nn.Module):
@@ -75,8 +104,8 @@ class FieldEmbedding(nn.Module):
 
     Dense and position fields get width ``dim``, or (``dim=None``) the widest table's width.
 
-    ``forward(batch)`` returns field -> ``[B, D]`` (sparse, dense, position) or ``[B, L, D]``
-    (sequence, zero at padding). Each field's output passes through its own ``nn.Identity`` in
+    ``forward(batch)`` returns field -> ``[B, D]`` (sparse, bag -- pooled by :func:`pool_bag` --, dense,
+    position) or ``[B, L, D]`` (sequence, zero at padding). Each field's output passes through its own ``nn.Identity`` in
     :attr:`taps`, called once per forward, which :meth:`field_specs` names as the field's tap.
     """
 
@@ -93,6 +122,7 @@ class FieldEmbedding(nn.Module):
         self.fields: tuple[str, ...] = tuple(fields)
         self.kinds: dict[str, str] = {}
         self.table_of: dict[str, str] = {}
+        self.pooling: dict[str, str] = {}
         self.dims: dict[str, int] = {}
         self.tables = nn.ModuleDict()
         self.dense = nn.ModuleDict()
@@ -104,15 +134,16 @@ class FieldEmbedding(nn.Module):
             if name not in schema:
                 raise InputError(f"field {name!r} is not in the schema; fields are {list(schema.names)}")
             f = schema[name]
-            if isinstance(f, (SparseField, SequenceField)):
-                t = f.table_name if isinstance(f, SparseField) else f.table
-                used.append(t)
+            if isinstance(f, (SparseField, SequenceField, BagField)):
+                used.append(schema.table_name_of(name))
         width = dim or max([defining[t].embedding_dim for t in used] or [8])
         for name in self.fields:
             f = schema[name]
             self.kinds[name] = f.kind
-            if isinstance(f, (SparseField, SequenceField)):
-                t = f.table_name if isinstance(f, SparseField) else f.table
+            if isinstance(f, BagField):
+                self.pooling[name] = f.pooling
+            if isinstance(f, (SparseField, SequenceField, BagField)):
+                t = schema.table_name_of(name)
                 spec = defining[t]
                 d = dim or spec.embedding_dim
                 if module_key(t) not in self.tables:
@@ -136,7 +167,7 @@ class FieldEmbedding(nn.Module):
                     self.position.weight[0].zero_()
                 self.dims[name] = width
             else:
-                raise InputError(f"field {name!r} is a {f.kind} field; FieldEmbedding embeds sparse, sequence, dense and position fields")
+                raise InputError(f"field {name!r} is a {f.kind} field; FieldEmbedding embeds sparse, sequence, bag, dense and position fields")
             self.taps[module_key(name)] = nn.Identity()
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
@@ -151,6 +182,9 @@ class FieldEmbedding(nn.Module):
             elif kind == "sequence":
                 mask = sequence_mask(batch, name)
                 e = self.tables[module_key(self.table_of[name])](x) * mask.unsqueeze(-1).to(torch.float32)
+            elif kind == "bag":
+                table = self.tables[module_key(self.table_of[name])]
+                e = pool_bag(table.weight, x, bag_weights(batch, name), self.pooling[name])
             elif kind == "dense":
                 e = self.dense[module_key(name)](x)
             else:
@@ -172,7 +206,7 @@ class FieldEmbedding(nn.Module):
         return {t: self.tables[module_key(t)] for t in dict.fromkeys(self.table_of.values())}  # type: ignore[misc]
 
     def fields_of_table(self, table: str) -> list[str]:
-        """The embedded fields (sparse and sequence) that look up ``table``."""
+        """The embedded fields (sparse, sequence and bag) that look up ``table``."""
         return [f for f, t in self.table_of.items() if t == table]
 
     def pooled(self, out: dict[str, Tensor], batch: Batch, skip: Sequence[str] = ()) -> dict[str, Tensor]:
@@ -189,7 +223,7 @@ class FieldLinear(nn.Module):
 
     Sparse fields look up a scalar weight per id (one ``[V + 2, 1]`` table per embedding table,
     zero at padding and initialised to 0); sequences sum their ids' weights over real positions;
-    dense fields contribute ``w * x``.
+    bags pool them as their embeddings are pooled (:func:`pool_bag`); dense fields contribute ``w * x``.
 
     Shape: batch -> ``[B, 1]``.
     """
@@ -199,14 +233,17 @@ class FieldLinear(nn.Module):
         self.fields = tuple(fields)
         self.kinds: dict[str, str] = {}
         self.table_of: dict[str, str] = {}
+        self.pooling: dict[str, str] = {}
         self.tables = nn.ModuleDict()
         self.dense = nn.ParameterDict()
         defining = schema.tables()
         for name in self.fields:
             f = schema[name]
             self.kinds[name] = f.kind
-            if isinstance(f, (SparseField, SequenceField)):
-                t = f.table_name if isinstance(f, SparseField) else f.table
+            if isinstance(f, BagField):
+                self.pooling[name] = f.pooling
+            if isinstance(f, (SparseField, SequenceField, BagField)):
+                t = schema.table_name_of(name)
                 self.table_of[name] = t
                 if module_key(t) not in self.tables:
                     w = nn.Embedding(defining[t].num_embeddings, 1, padding_idx=0)
@@ -215,7 +252,7 @@ class FieldLinear(nn.Module):
             elif isinstance(f, DenseField):
                 self.dense[module_key(name)] = nn.Parameter(torch.zeros(1))
             else:
-                raise InputError(f"field {name!r} is a {f.kind} field; the linear part takes sparse, sequence and dense fields")
+                raise InputError(f"field {name!r} is a {f.kind} field; the linear part takes sparse, sequence, bag and dense fields")
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, batch: Batch) -> Tensor:
@@ -227,7 +264,11 @@ class FieldLinear(nn.Module):
             if kind == "dense":
                 total = total + x.to(torch.float32) * self.dense[module_key(name)]
                 continue
-            w = self.tables[module_key(self.table_of[name])](x).squeeze(-1)  # [B] or [B, L]
+            table = self.tables[module_key(self.table_of[name])]
+            if kind == "bag":
+                total = total + pool_bag(table.weight, x, bag_weights(batch, name), self.pooling[name]).squeeze(-1)
+                continue
+            w = table(x).squeeze(-1)  # [B] or [B, L]
             if kind == "sequence":
                 w = (w * sequence_mask(batch, name).to(w.dtype)).sum(1)
             total = total + w

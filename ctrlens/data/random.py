@@ -25,7 +25,10 @@ def random_batch(
     positions uniform. Sequences of the same ``max_len`` share one length per row (behaviour
     histories are aligned, as in logged data): uniform in ``0..max_len``, or Poisson with mean
     ``mean_len`` clipped to ``max_len``; padding is index 0 and masked. Image fields index ``n_images``
-    random images (row 0 is the blank image). Labels: ``click`` at ``click_rate``, ``conversion`` 0.
+    random images (row 0 is the blank image). Labels: ``click`` at ``click_rate``, ``conversion`` 0,
+    and every other label of the schema at ``click_rate``. Bags: ids uniform over their table, lengths
+    uniform in ``0..max_len`` (padding 0, masked), weights (if the bag has a weights column) uniform in
+    ``[0.5, 1.5)`` at real positions.
     """
     g = torch.Generator().manual_seed(seed)
     feats: dict[str, torch.Tensor] = {}
@@ -55,4 +58,17 @@ def random_batch(
         for f in schema.images:
             index[f.name] = torch.randint(1, n_images, feats[f.source].shape, generator=g) * (feats[f.source] != 0)
     labels = {"click": (torch.rand(n, generator=g) < click_rate).float(), "conversion": torch.zeros(n)}
-    return Batch(feats, masks, labels, images, index, row=torch.arange(row0, row0 + n))
+    # drawn last, so schemas without bags or other labels get the same batches as before
+    for name in schema.labels:
+        if name not in labels:
+            labels[name] = (torch.rand(n, generator=g) < click_rate).float()
+    weights: dict[str, torch.Tensor] = {}
+    for b in schema.bags:
+        length = torch.randint(0, b.max_len + 1, (n,), generator=g)
+        mask = torch.arange(b.max_len)[None, :] < length[:, None]
+        rows = schema.table_of(b.name).num_embeddings
+        feats[b.name] = torch.randint(INDEX_OFFSET, rows, (n, b.max_len), generator=g) * mask
+        masks[b.name] = mask
+        if b.weights:
+            weights[b.name] = (0.5 + torch.rand(n, b.max_len, generator=g)) * mask
+    return Batch(feats, masks, labels, images, index, row=torch.arange(row0, row0 + n), weights=weights)

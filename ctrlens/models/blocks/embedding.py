@@ -26,9 +26,15 @@ from ctrlens.errors import InputError
 from ctrlens.models.interface import FieldSpec, Tap
 
 
+#: Names a ``ModuleDict``/``ParameterDict`` key cannot take (its own attributes: ``items``, ``keys``...).
+_RESERVED = frozenset(dir(nn.ModuleDict())) | frozenset(dir(nn.ParameterDict()))
+
+
 def module_key(name: str) -> str:
-    """A ``ModuleDict`` key for a field/table name (``.`` is not allowed in module names)."""
-    return name.replace(".", "__dot__")
+    """A ``ModuleDict`` key for a field/table name (``.`` is not allowed in module names, and a field
+    called ``items`` or ``keys`` would shadow the dict's own methods)."""
+    k = name.replace(".", "__dot__")
+    return f"{k}__field" if k in _RESERVED else k
 
 
 def masked_sum(x: Tensor, mask: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +16,7 @@ import torch
 from ctrlens.data import BagField, DailyDataset, DataError, Schema, SparseField
 from ctrlens.data.schema import SchemaError
 from ctrlens.errors import InputError
+from ctrlens.results import Result
 from bag_fixtures import DAY, TAGS, bag_schema, random_rows, write_day
 
 def expected(rows: dict[str, list]) -> dict[str, np.ndarray]:
@@ -159,3 +161,75 @@ def test_wrong_bag_column_type_is_named(tmp_path):
     pq.write_table(t, p)
     with pytest.raises(InputError, match=r"missing column\(s\) \['tag_w'\]"):
         DailyDataset(tmp_path).validate(DAY)
+
+
+# -- field statistics and drift ------------------------------------------------------------------
+
+
+def test_bag_field_stats_match_brute_force(tmp_path):
+    from ctrlens.data.stats import OTHER, field_stats
+
+    rng = np.random.default_rng(5)
+    parts = [random_rows(23, rng), random_rows(19, rng)]
+    write_day(tmp_path, bag_schema(), parts)
+    f = field_stats(DailyDataset(tmp_path), DAY, top_k=3).frame.set_index("field")
+    tags = [t for p in parts for t in p["tags"]]
+    kept = [[x for x in (t or []) if x is not None] for t in tags]
+    ids = [x for k in kept for x in k]
+    lengths = np.array([len(k) for k in kept])
+    r = f.loc["tags"]
+    assert r["kind"] == "bag" and r["rows"] == 42
+    assert r["coverage"] == pytest.approx(np.mean(lengths > 0))
+    assert r["oov_rate"] == pytest.approx(sum(x not in TAGS for x in ids) / len(ids))
+    assert r["mean"] == pytest.approx(lengths.mean()) and r["std"] == pytest.approx(lengths.std())
+    assert r["cardinality"] == len(set(ids))
+    vals, counts = np.unique(ids, return_counts=True)
+    order = sorted(range(len(vals)), key=lambda i: (-counts[i], vals[i]))
+    want_top = [[vals[i], counts[i] / len(ids)] for i in order[:3]] + [[OTHER, sum(counts[i] for i in order[3:]) / len(ids)]]
+    assert [v for v, _ in r["top_json"]] == [v for v, _ in want_top]
+    assert [s for _, s in r["top_json"]] == pytest.approx([s for _, s in want_top])
+    lh = r["hist_json"]["lengths"]
+    assert lh["labels"] == ["0", "1", "2", "3", ">3"]
+    assert lh["counts"] == [int((lengths == k).sum()) for k in range(4)] + [int((lengths > 3).sum())]
+    assert sum(r["hist_json"]["counts"]) == len(ids) + int((lengths == 0).sum())  # ids + missing rows
+    assert f.loc["also_items", "kind"] == "bag" and f.loc["income", "kind"] == "label"
+
+
+@pytest.mark.parametrize("incident, statistic", [("stuck", "top1_share"), ("empty", "coverage"), ("oov", "oov_rate")])
+def test_broken_bag_field_is_detected_by_drift(tmp_path, incident, statistic):
+    from ctrlens.data.stats import field_stats
+    from ctrlens.monitor.config import Thresholds
+    from ctrlens.monitor.drift import DriftSuite, History
+
+    rng = np.random.default_rng(6)
+    days = [f"2026-03-{d:02d}" for d in range(1, 8)]
+    for d in days:
+        write_day(tmp_path, bag_schema(), [random_rows(400, rng)], day=d)
+    broken = random_rows(400, rng)
+    if incident == "stuck":
+        broken["tags"] = [["c"] if t is not None else None for t in broken["tags"]]
+    elif incident == "empty":
+        broken["tags"] = [[] for _ in broken["tags"]]
+    else:
+        broken["tags"] = [[("zz" if x is not None else None) for x in t] if t else t for t in broken["tags"]]
+    broken["tag_w"] = [[1.0] * len(t) if t is not None else None for t in broken["tags"]]
+    write_day(tmp_path, bag_schema(), [broken], day="2026-03-08")
+    ds = DailyDataset(tmp_path)
+    stats = {d: field_stats(ds, d).frame for d in days}
+    ref = pd.concat([f.assign(day=d, version_id=1) for d, f in stats.items()], ignore_index=True)
+    history = History(days=days, label="trailing 7d", frames={"field_stats": ref})
+
+    def rows(day_frame):
+        suite = DriftSuite(Thresholds(), history, min_days=5)
+        suite.fields(Result("field_stats", day_frame))
+        return suite.frame()
+
+    bad = rows(field_stats(ds, "2026-03-08").frame)
+    tags = bad[bad["subject"] == "tags"].set_index("statistic")
+    assert {"psi", "js", "coverage", "oov_rate", "log_cardinality", "top1_share", "mean_z", "log_std"} <= set(tags.index)
+    assert bool(tags.loc[statistic, "alert"])
+    assert not bad[bad["subject"] == "also_items"]["alert"].any()  # the healthy bag stays quiet
+    # a healthy day raises nothing on the bag
+    write_day(tmp_path, bag_schema(), [random_rows(400, rng)], day="2026-03-09")
+    good = rows(field_stats(DailyDataset(tmp_path), "2026-03-09").frame)
+    assert not good[good["subject"].isin(["tags", "also_items"])]["alert"].any()

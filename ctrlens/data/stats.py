@@ -9,14 +9,16 @@ Histograms are comparable across days by construction:
 * dense fields: fixed ``edges`` -- the ``reference_edges`` given (e.g. from the reference day's
   stats, see :func:`edges_from`), else quantile edges of this day (from a uniform sample of at most
   :data:`SAMPLE` values). Values outside the edges count in the first/last bin.
-* id fields (sparse, sequence elements): ``2 + hash_buckets`` buckets, always the same:
+* id fields (sparse, sequence and bag elements): ``2 + hash_buckets`` buckets, always the same:
   ``__missing__`` (rows with no value: null, or an empty list), ``__oov__``, then a fixed hash of
   the embedding index into ``hash_buckets`` buckets.
 * position: one bin per position; labels: bins 0 and 1; image fields: mean pixel value of each
   referenced image over ``bins`` equal bins of [0, 1].
 
 ``hist_json`` is always ``{"kind", "edges", "counts"}`` with ``len(counts) == len(edges) - 1``
-(id histograms also carry ``labels``; their edges are just 0..n).
+(id histograms also carry ``labels``; their edges are just 0..n). A bag field's ``hist_json`` also
+carries ``lengths``: ``{"edges", "labels", "counts"}`` of its rows' bag lengths ``0, 1, ..., max_len``
+and ``>max_len`` (rows cut by the loader).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from ctrlens.data.columns import IdMap, _plain, map_sequence
+from ctrlens.data.columns import IdMap, _plain, map_bag, map_sequence
 from ctrlens.data.loader import DailyDataset
-from ctrlens.data.schema import DenseField, PositionField, SequenceField, SparseField
+from ctrlens.data.schema import BagField, DenseField, PositionField, SequenceField, SparseField
 from ctrlens.data.validate import dense_values, label_values, position_values
 from ctrlens.results import Result
 
@@ -103,12 +105,21 @@ class _IdAcc:
     oov: int = 0
     len_sum: float = 0.0
     len_sq: float = 0.0
+    max_len: int | None = None  # bags: lengths counted 0..max_len and beyond
     hist: np.ndarray = field(init=False)
     vc: _ValueCounts = field(init=False)
 
     def __post_init__(self) -> None:
         self.hist = np.zeros(self.buckets + 2, dtype=np.int64)
         self.vc = _ValueCounts(self.string)
+        self.lengths = np.zeros((self.max_len or 0) + 2, dtype=np.int64)
+
+    def add_lengths(self, lengths: np.ndarray) -> None:
+        """List lengths ``[n]`` of a sequence or bag slice (before truncation)."""
+        self.len_sum += float(lengths.sum())
+        self.len_sq += float(np.square(lengths.astype(np.float64)).sum())
+        if self.max_len is not None:
+            self.lengths += np.bincount(np.minimum(lengths, self.max_len + 1), minlength=self.max_len + 2)
 
     def add(self, raw: pa.Array, idx: np.ndarray, rows: int, missing: int) -> None:
         """``raw``/``idx``: the non-missing values (with their indices) of ``rows`` rows."""
@@ -127,13 +138,16 @@ class _IdAcc:
         card, top = self.vc.top(top_k)
         labels = ["__missing__", "__oov__"] + [f"h{i}" for i in range(self.buckets)]
         mean = std = math.nan
-        if kind == "sequence" and self.rows:
+        if kind in ("sequence", "bag") and self.rows:
             mean = self.len_sum / self.rows
             std = math.sqrt(max(self.len_sq / self.rows - mean * mean, 0.0))
+        hist = {"kind": "hashed", "edges": list(range(len(labels) + 1)), "labels": labels, "counts": self.hist.tolist()}
+        if self.max_len is not None:
+            k = self.max_len
+            hist["lengths"] = {"edges": list(range(k + 3)), "labels": [str(i) for i in range(k + 1)] + [f">{k}"],
+                               "counts": self.lengths.tolist()}
         return _row(name, kind, self.rows, self.rows - self.missing, self.oov / self.values if self.values else 0.0,
-                    card, mean, std, top,
-                    {"kind": "hashed", "edges": list(range(len(labels) + 1)), "labels": labels,
-                     "counts": self.hist.tolist()})
+                    card, mean, std, top, hist)
 
 
 @dataclass
@@ -237,9 +251,10 @@ def field_stats(
         reference_edges: dense field -> histogram edges to use (so days compare bin by bin).
         hash_buckets: hashed buckets of id histograms (keep it fixed across days).
 
-    Means and stds are population statistics (``ddof=0``) over non-missing values; a sequence's mean
-    and std are of its list lengths (before truncation to ``max_len``), and its other statistics
-    count list elements.
+    Means and stds are population statistics (``ddof=0``) over non-missing values; a sequence's or
+    bag's mean and std are of its list lengths (before truncation to ``max_len``), and its other
+    statistics count list elements (a bag's ``top_json``: its most frequent ids; ``oov_rate``: the
+    share of its ids out of vocabulary; ``coverage``: rows with a non-empty bag).
     """
     schema = dataset.schema
     ref = {k: np.asarray(v, dtype=np.float64) for k, v in (reference_edges or {}).items()}
@@ -255,6 +270,8 @@ def field_stats(
             ids[f.name] = _IdAcc(f.dtype == "string", hash_buckets)
         elif isinstance(f, SequenceField):
             ids[f.name] = _IdAcc(schema.table_of(f.name).dtype == "string", hash_buckets)
+        elif isinstance(f, BagField):
+            ids[f.name] = _IdAcc(schema.table_of(f.name).dtype == "string", hash_buckets, max_len=f.max_len)
         elif isinstance(f, DenseField):
             dense[f.name] = _DenseAcc(ref.get(f.name), seed=i)
     store = dataset.images_for(day) if schema.images else None  # as logged on that day
@@ -276,9 +293,15 @@ def field_stats(
                 sv, elems = map_sequence(rb.column(f.name), maps[f.table], file=path, column=f.name, row0=row0)
                 acc = ids[f.name]
                 acc.add(elems, sv.idx, n, int((sv.lengths == 0).sum()))
-                acc.len_sum += float(sv.lengths.sum())
-                acc.len_sq += float(np.square(sv.lengths.astype(np.float64)).sum())
+                acc.add_lengths(sv.lengths)
                 src_idx[f.name] = sv.idx
+            elif isinstance(f, BagField):
+                wcol = rb.column(f.weights) if f.weights else None  # checked like the loader does
+                sv, elems, _ = map_bag(rb.column(f.name), maps[f.table_name], file=path, column=f.name, row0=row0,
+                                       weights=wcol, weights_column=f.weights)
+                acc = ids[f.name]
+                acc.add(elems, sv.idx, n, int((sv.lengths == 0).sum()))
+                acc.add_lengths(sv.lengths)
             elif isinstance(f, DenseField):
                 col = rb.column(f.name)
                 v, n_null = dense_values(col, f, file=path, row0=row0)

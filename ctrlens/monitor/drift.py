@@ -437,20 +437,20 @@ class DriftSuite:
             if r.kind != "position":
                 cov_ref = self.ref_values("field_stats", sk, f, is_f, "coverage")
                 self.add(sk, f, "coverage", r.coverage, cov_ref, floor=max(self.floor("coverage"), _binom(r.coverage, r.rows)))
-            if r.kind in ("sparse", "sequence"):
+            if r.kind in ("sparse", "sequence", "bag"):
                 self.add(sk, f, "oov_rate", r.oov_rate, self.ref_values("field_stats", sk, f, is_f, "oov_rate"),
                          floor=max(self.floor("oov_rate"), _binom(r.oov_rate, r.rows)))
                 self.add(sk, f, "log_cardinality", _log(r.cardinality),
                          self.ref_values("field_stats", sk, f, is_f, "cardinality", _log))
                 self.add(sk, f, "top1_share", _top1(r.top_json),
                          [_top1(t) for t in self._ref_col("field_stats", sk, f, is_f, "top_json")])
-            if r.kind in ("dense", "sequence", "position", "image"):
+            if r.kind in ("dense", "sequence", "bag", "position", "image"):
                 stds = self.ref_values("field_stats", sk, f, is_f, "std")
                 scale = _nanmean(stds)
                 if np.isfinite(scale) and scale > 0:
                     mz = lambda v, c=scale: (np.asarray(v) / c)  # noqa: E731
                     self.add(sk, f, "mean_z", r.mean / scale, self.ref_values("field_stats", sk, f, is_f, "mean", mz))
-                if r.kind in ("dense", "sequence"):
+                if r.kind in ("dense", "sequence", "bag"):
                     self.add(sk, f, "log_std", _log(r.std), self.ref_values("field_stats", sk, f, is_f, "std", _log))
 
     def _ref_col(self, kind: str, subject_kind: str, subject: str, mask_fn, col: str) -> list[Any]:

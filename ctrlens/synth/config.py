@@ -73,6 +73,12 @@ class WorldConfig:
     popularity_drift: float = 0.05  # sd per day of the category popularity random walk
     importance_rows: int = 20_000
     weights: Weights = field(default_factory=Weights)
+    # Opt-in bag field ``item_tags``: every item carries 0..max_tags tags out of ``item_tags`` (0 = no
+    # tags: the default world, byte-identical to worlds made before tags existed); the relevance logit
+    # gains ``tag_effect``-sd effects averaged over the candidate's tags.
+    item_tags: int = 0
+    max_tags: int = 4
+    tag_effect: float = 0.5
 
     def __post_init__(self) -> None:
         def need(cond: bool, what: str) -> None:
@@ -92,6 +98,10 @@ class WorldConfig:
         need(1 <= self.interests <= self.n_categories, f"interests must be in 1..n_categories, got {self.interests}")
         need(self.weights.cvr_shared >= 0, f"weights.cvr_shared must be >= 0, got {self.weights.cvr_shared}")
         need(self.importance_rows >= 100, f"importance_rows must be >= 100, got {self.importance_rows}")
+        need(self.item_tags >= 0, f"item_tags must be >= 0, got {self.item_tags}")
+        need(self.max_tags >= 1, f"max_tags must be >= 1, got {self.max_tags}")
+        need(self.item_tags == 0 or self.max_tags <= self.item_tags,
+             f"max_tags ({self.max_tags}) must be <= item_tags ({self.item_tags}): an item's tags are distinct")
         try:
             dt.date.fromisoformat(self.start)
         except (TypeError, ValueError):
@@ -109,4 +119,7 @@ class WorldConfig:
         d = asdict(self)
         if not self.weights.cvr_shared:  # opt-in knob: absent from the record when off (old worlds unchanged)
             del d["weights"]["cvr_shared"]
+        if not self.item_tags:  # likewise the tag knobs
+            for k in ("item_tags", "max_tags", "tag_effect"):
+                del d[k]
         return d

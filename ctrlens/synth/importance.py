@@ -25,12 +25,21 @@ FIELD_INPUTS: dict[str, str] = {
 }
 
 
+#: the opt-in bag field (``WorldConfig.item_tags > 0``)
+TAG_INPUTS: dict[str, str] = {"item_tags": "tags"}
+
+
+def field_inputs(cfg) -> dict[str, str]:
+    """Schema field -> key of ``X`` for a world with config ``cfg`` (tags only when on)."""
+    return {**FIELD_INPUTS, **(TAG_INPUTS if cfg.item_tags else {})}
+
+
 def true_importance(world: World, day: int = 0) -> dict[str, dict[str, float]]:
     """Permutation importance of every field on a clean sample of ``day`` (no incidents).
 
     Returns ``{"click": ..., "relevance": ..., "conversion": ...}``, each field -> mean ``|delta logit|``:
     ``click`` on ``logit(p_click)`` (position included), ``relevance`` on the relevance logit ``r``,
-    ``conversion`` on the post-click conversion logit ``s``. Sequences are permuted as whole lists.
+    ``conversion`` on the post-click conversion logit ``s``. Sequences and bags are permuted as whole lists.
     """
     n = world.cfg.importance_rows
     ctx = world.context(day)
@@ -39,7 +48,7 @@ def true_importance(world: World, day: int = 0) -> dict[str, dict[str, float]]:
     fns = {"click": world.click_logit, "relevance": world.relevance_logit, "conversion": world.conversion_logit}
     base = {k: f(X, ctx) for k, f in fns.items()}
     out: dict[str, dict[str, float]] = {k: {} for k in fns}
-    for name, key in FIELD_INPUTS.items():
+    for name, key in field_inputs(world.cfg).items():
         perm = perm_rng.permutation(n)
         Xp = dict(X)
         Xp[key] = X[key][perm]

@@ -26,6 +26,7 @@ DENSE_FIELDS = ("price",)
 SEQ_FIELDS = ("hist_item_id", "hist_category_id")
 POSITION_FIELDS = ("position",)
 IMAGE_FIELDS = ("item_image", "hist_image")
+BAG_FIELDS = ("item_tags",)  # only in worlds made with item_tags > 0
 ALL_FIELDS = INT_FIELDS + DENSE_FIELDS + SEQ_FIELDS + POSITION_FIELDS + IMAGE_FIELDS
 
 
@@ -44,20 +45,20 @@ class KindSpec:
 _FRACTION = (0.0, 1.0)
 INCIDENT_KINDS: dict[str, KindSpec] = {
     "stuck_value": KindSpec(
-        "input", INT_FIELDS + DENSE_FIELDS + SEQ_FIELDS + POSITION_FIELDS, 1.0, *_FRACTION,
+        "input", INT_FIELDS + DENSE_FIELDS + SEQ_FIELDS + BAG_FIELDS + POSITION_FIELDS, 1.0, *_FRACTION,
         "share of the day's rows whose logged value is replaced by one value (that of a random row)",
     ),
     "shuffled": KindSpec(
-        "input", INT_FIELDS + DENSE_FIELDS + SEQ_FIELDS + POSITION_FIELDS, 1.0, *_FRACTION,
+        "input", INT_FIELDS + DENSE_FIELDS + SEQ_FIELDS + BAG_FIELDS + POSITION_FIELDS, 1.0, *_FRACTION,
         "share of the day's rows whose logged value is permuted among themselves (a join bug)",
     ),
     "missing_spike": KindSpec(
-        "input", INT_FIELDS + DENSE_FIELDS + SEQ_FIELDS, 0.5, *_FRACTION,
+        "input", INT_FIELDS + DENSE_FIELDS + SEQ_FIELDS + BAG_FIELDS, 0.5, *_FRACTION,
         "share of the day's rows logged as null",
     ),
     "oov_surge": KindSpec(
-        "input", INT_FIELDS + SEQ_FIELDS, 0.3, *_FRACTION,
-        "share of the day's ids (rows, or history entries) replaced by ids >= vocab_size",
+        "input", INT_FIELDS + SEQ_FIELDS + BAG_FIELDS, 0.3, *_FRACTION,
+        "share of the day's ids (rows, or history / tag entries) replaced by ids >= vocab_size",
     ),
     "blank_images": KindSpec(
         "input", (None,) + IMAGE_FIELDS, 1.0, *_FRACTION,
@@ -166,10 +167,11 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def validate_incidents(incidents, days: int) -> tuple[Incident, ...]:
+def validate_incidents(incidents, days: int, *, tags: bool = False) -> tuple[Incident, ...]:
     """Check every incident against the world (kinds, fields, day range, magnitude); resolve defaults.
 
-    Accepts :class:`Incident` objects or ``DAY:KIND[:FIELD][:MAGNITUDE]`` strings.
+    Accepts :class:`Incident` objects or ``DAY:KIND[:FIELD][:MAGNITUDE]`` strings. ``tags``: the world
+    has the opt-in bag field ``item_tags``.
     """
     out: list[Incident] = []
     for inc in incidents:
@@ -183,9 +185,11 @@ def validate_incidents(incidents, days: int) -> tuple[Incident, ...]:
         spec = INCIDENT_KINDS[inc.kind]
         if not isinstance(inc.day, int) or isinstance(inc.day, bool) or not 0 <= inc.day < days:
             raise InputError(f"{where}: day {inc.day!r} is out of range; the world has days 0..{days - 1}")
+        if inc.field in BAG_FIELDS and not tags:
+            raise InputError(f"{where}: field {inc.field!r} exists only in worlds made with item_tags > 0")
         if inc.field not in spec.fields:
             allowed = ", ".join("(none)" if f is None else f for f in spec.fields)
-            known = "" if inc.field is None or inc.field in ALL_FIELDS else f" (no such field; fields are {', '.join(ALL_FIELDS)})"
+            known = "" if inc.field is None or inc.field in ALL_FIELDS + BAG_FIELDS else f" (no such field; fields are {', '.join(ALL_FIELDS)})"
             raise InputError(f"{where}: field {inc.field!r} is not allowed for {inc.kind}{known}; allowed: {allowed}")
         v = inc.value
         high = spec.high

@@ -17,6 +17,7 @@ from ctrlens.synth.config import LATENT_DIM, WorldConfig
 # Independent random streams: an incident on one day never changes another day, and input
 # corruptions never change the labels (they draw from their own stream).
 STREAM_ENTITIES, STREAM_DRIFT, STREAM_DAY, STREAM_LABELS, STREAM_INCIDENT, STREAM_IMPORTANCE, STREAM_IMAGES = range(1, 8)
+STREAM_TAGS = 8  # the opt-in item tags: their own stream, so worlds without tags are unchanged
 
 _HOUR_BLOCKS = 6  # T3 uses hour // 4
 _CAT_GROUPS = 4  # T3 uses category % 4
@@ -152,9 +153,31 @@ class World:
         t = np.arange(cfg.days)[:, None]
         self.cat_eff = self.cat_eff0[None] + w.category_drift * t * self.cat_drift_dir[None]  # [days, C]
 
+        if cfg.item_tags:
+            self._init_tags(rng_for(cfg.seed, STREAM_TAGS))
+
         self.user_cum = np.cumsum(self.user_activity) / self.user_activity.sum()
         self.user_cum[-1] = 1.0
         self._zpad = np.vstack([self.item_z, np.zeros((1, LATENT_DIM))])  # index -1 -> zero latent
+
+    def _init_tags(self, rng: np.random.Generator) -> None:
+        """Item tags ``[I, max_tags]`` (distinct, left-aligned, ``-1`` padding; 0..max_tags per item,
+        popular tags likelier) and the true effect of each tag (sd exactly ``tag_effect``)."""
+        cfg = self.cfg
+        T, K, I = cfg.item_tags, cfg.max_tags, cfg.n_items_total
+        pop = rng.lognormal(0.0, 1.0, T)
+        g = -np.log(-np.log(rng.random((I, T)))) + np.log(pop)  # Gumbel top-k: distinct, by popularity
+        top = np.argsort(-g, axis=1)[:, :K]
+        self.item_ntags = rng.integers(0, K + 1, I)
+        self.item_tags = np.where(np.arange(K)[None, :] < self.item_ntags[:, None], top, -1)
+        self.tag_eff = _exact(rng.normal(0.0, 1.0, T), cfg.tag_effect)
+
+    def tag_term(self, tags: np.ndarray) -> np.ndarray:
+        """The tags' part of the relevance logit ``[n]``: the mean effect of the ``[n, max_tags]`` tags
+        (``-1`` padding), 0 without tags."""
+        valid = tags >= 0
+        eff = np.where(valid, self.tag_eff[np.maximum(tags, 0)], 0.0)
+        return eff.sum(1) / np.maximum(valid.sum(1), 1)
 
     # -- days ----------------------------------------------------------------------------------
     def context(self, day: int, incidents=()) -> DayContext:
@@ -237,12 +260,15 @@ class World:
                 lengths = np.floor(lengths * (1.0 - sh[f])).astype(lengths.dtype)
         hist_item = self._histories(ctx, user, lengths, rng)
         hist_cat = np.where(hist_item >= 0, self.item_cat[np.maximum(hist_item, 0)], -1)
-        return {
+        X = {
             "user": user, "item": item, "cat": cat, "shop": self.item_shop[item],
             "age": self.user_age[user], "gender": self.user_gender[user], "hour": hour,
             "price": price, "position": position, "hist_item": hist_item, "hist_cat": hist_cat,
             "item_img": item.copy(), "hist_img": hist_item.copy(), "hist_len": lengths,
         }
+        if cfg.item_tags:  # a lookup, no draws: the other fields are the same with or without tags
+            X["tags"] = self.item_tags[item]
+        return X
 
     def _histories(self, ctx: DayContext, user: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Behaviour histories ``[n, L]`` (item ids, ``-1`` padding): categories from the user's interests,
@@ -305,6 +331,7 @@ class World:
             + self.hour_eff[X["hour"]]
             + self.t3[X["age"], cat % _CAT_GROUPS, X["hour"] // 4]
             + self.t2[X["gender"], cat]
+            + (self.tag_term(X["tags"]) if self.cfg.item_tags else 0.0)
         )
 
     def click_logit(self, X: dict[str, np.ndarray], ctx: DayContext) -> np.ndarray:

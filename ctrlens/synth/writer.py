@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctrlens.data.schema import DenseField, ImageField, PositionField, Schema, SequenceField, SparseField
+from ctrlens.data.schema import BagField, DenseField, ImageField, PositionField, Schema, SequenceField, SparseField
 from ctrlens.errors import InputError
 from ctrlens.metrics import auc
 from ctrlens.results import jsonable
@@ -78,8 +78,12 @@ class SynthWorld:
 
 
 def build_schema(cfg: WorldConfig) -> Schema:
-    """The world's schema. Item vocabulary covers items created on later days (headroom)."""
+    """The world's schema. Item vocabulary covers items created on later days (headroom).
+
+    With ``cfg.item_tags > 0`` a bag field ``item_tags`` (the candidate's tags, mean-pooled) follows
+    the sequences."""
     L = cfg.max_hist
+    tags = (BagField("item_tags", cfg.item_tags, max_len=cfg.max_tags, table="tag", pooling="mean"),) if cfg.item_tags else ()
     return Schema(
         fields=(
             SparseField("user_id", cfg.n_users, role="user"),
@@ -92,6 +96,7 @@ def build_schema(cfg: WorldConfig) -> Schema:
             DenseField("price", fill=0.0),  # log price; nulls (missing_spike) load as 0.0
             SequenceField("hist_item_id", table="item", max_len=L),
             SequenceField("hist_category_id", table="category", max_len=L),
+            *tags,
             PositionField("position", max_position=cfg.positions),
             ImageField("item_image", source="item_id"),
             ImageField("hist_image", source="hist_item_id"),
@@ -138,6 +143,8 @@ def _logged_columns(X: dict[str, np.ndarray]) -> dict[str, pa.Array]:
             cols[name] = pa.array(X[key].astype(np.float32))
         else:
             cols[name] = pa.array(X[key].astype(np.int64))
+    if "tags" in X:  # left-aligned, -1 padding
+        cols["item_tags"] = _list(X["tags"], (X["tags"] >= 0).sum(1))
     return cols
 
 
@@ -194,7 +201,8 @@ def generate(
         n_categories=n_categories, n_shops=n_shops, max_hist=max_hist, image_size=image_size,
         new_items_per_day=new_items_per_day, positions=positions, weights=weights or Weights(), **options,
     )
-    incs = validate_incidents([Incident.parse(i, start=start) if isinstance(i, str) else i for i in incidents], days)
+    incs = validate_incidents([Incident.parse(i, start=start) if isinstance(i, str) else i for i in incidents], days,
+                              tags=bool(cfg.item_tags))
     root = Path(out_dir)
     _prepare(root, overwrite)
 
@@ -202,7 +210,7 @@ def generate(
     schema = build_schema(cfg)
     schema.save(root)
     vocab = {f.name: f.vocab_size for f in schema.sparse}
-    vocab.update({s.name: schema.table_of(s.name).vocab_size for s in schema.sequences})
+    vocab.update({s.name: schema.table_of(s.name).vocab_size for s in (*schema.sequences, *schema.bags)})
 
     item_ids = np.arange(cfg.n_items_total)
     images = render_images(world.item_z, cfg.image_size, rng_for(seed, STREAM_IMAGES))
@@ -294,6 +302,9 @@ def _write_entities(world: World, tdir: Path) -> None:
         "quality_id": world.item_q, "quality_image": cfg.weights.image_quality * (z @ _IMAGE_QUALITY_DIR),
         **{f"z{j}": z[:, j] for j in range(LATENT_DIM)},
     }
+    if cfg.item_tags:
+        items["tags"] = _list(world.item_tags, world.item_ntags)
+        pq.write_table(pa.table({"tag_id": np.arange(cfg.item_tags), "effect": world.tag_eff}), tdir / "tags.parquet")
     pq.write_table(pa.table(items), tdir / "items.parquet")
     k = cfg.interests
     users = {
@@ -326,7 +337,9 @@ def _ground_truth(world: World, schema: Schema, incs: tuple[Incident, ...], day_
             "formula": "p_click = examine(position) * sigmoid(r); r = base(day) + relevance*log1p(n_match) "
             "+ revisit*[item in hist] + style*mean_matched(z_hist).z_item/2 + image_quality*(0.8 z0 - 0.6 z2) "
             "+ q_id[item] + price*(price - cat_price[cat]) + cat_eff(day)[cat] + shop_eff[shop] + user_eff[user] "
-            "+ hour_eff[hour] + T3[age, cat % 4, hour // 4] + T2[gender, cat]",
+            "+ hour_eff[hour] + T3[age, cat % 4, hour // 4] + T2[gender, cat]"
+            + (" + mean(tag_eff[tags of item]) (0 without tags; tag_eff sd tag_effect, _truth/tags.parquet)"
+               if cfg.item_tags else ""),
             "weights": {k: v for k, v in w.__dict__.items() if not k.startswith("cvr_")},
         },
         "conversion_model": {

@@ -233,3 +233,51 @@ def test_broken_bag_field_is_detected_by_drift(tmp_path, incident, statistic):
     write_day(tmp_path, bag_schema(), [random_rows(400, rng)], day="2026-03-09")
     good = rows(field_stats(DailyDataset(tmp_path), "2026-03-09").frame)
     assert not good[good["subject"].isin(["tags", "also_items"])]["alert"].any()
+
+
+# -- your rows to batches ---------------------------------------------------------------------------
+
+
+def _frame(rows: dict[str, list]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    df["item"] = df["item"].astype("Int64")  # missing ids: pandas' nullable integers
+    return df
+
+
+def test_rows_to_batch_equals_the_loader(tmp_path):
+    from ctrlens.data import rows_to_batch
+
+    rng = np.random.default_rng(7)
+    rows = random_rows(25, rng)
+    write_day(tmp_path, bag_schema(), [rows])
+    want = DailyDataset(tmp_path).load_day(DAY)
+    df = _frame(rows).assign(note="ignored")  # other columns are ignored
+    got = rows_to_batch(df, bag_schema())
+    for part in ("features", "masks", "weights", "labels"):
+        a, b = getattr(got, part), getattr(want, part)
+        assert set(a) == set(b)
+        for k in a:
+            assert torch.equal(a[k], b[k]), (part, k)
+    assert torch.equal(got.row, torch.arange(25))
+    # Arrow tables too; rows to score carry no labels
+    t = pa.Table.from_pandas(df.drop(columns=["income"]), preserve_index=False)
+    scored = rows_to_batch(t, bag_schema(), row0=100)
+    assert scored.labels == {} and torch.equal(scored.features["tags"], want.features["tags"])
+    assert scored.row.tolist() == list(range(100, 125))
+
+
+def test_rows_to_batch_errors_name_column_and_row():
+    from ctrlens.data import rows_to_batch
+
+    rows = random_rows(6, np.random.default_rng(8))
+    rows["tags"][4], rows["tag_w"][4] = ["a", "b"], [1.0, float("inf")]
+    with pytest.raises(DataError) as e:
+        rows_to_batch(_frame(rows), bag_schema(), source="my frame")
+    assert (e.value.column, e.value.row) == ("tag_w", 4) and str(e.value).startswith("my frame: column 'tag_w': row 4")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['also_items'\]"):
+        rows_to_batch(_frame(rows).drop(columns=["also_items"]), bag_schema())
+    with pytest.raises(DataError, match=r"column 'item': expected integer ids.*use dtype 'Int64'"):
+        rows_to_batch(pd.DataFrame(rows), bag_schema())  # None in an int column: pandas made it float
+    two = Schema(fields=(SparseField("a", 3),), labels=("click", "purchase"))
+    with pytest.raises(DataError, match=r"label column\(s\) \['purchase'\] missing"):
+        rows_to_batch(pd.DataFrame({"a": [1], "click": [0]}), two)

@@ -2,6 +2,7 @@
 
 from ctrlens.data.batch import Batch
 from ctrlens.data.random import random_batch
+from ctrlens.data.rows import rows_to_batch
 from ctrlens.data.loader import DailyDataset, DailyIterable
 from ctrlens.data.schema import (
     BagField,
@@ -18,6 +19,7 @@ from ctrlens.data.validate import DataError, DayCounts, FieldCounts, ValidationR
 __all__ = [
     "BagField",
     "random_batch",
+    "rows_to_batch",
     "Batch",
     "DailyDataset",
     "DailyIterable",

@@ -1,4 +1,4 @@
-"""``ctrlens data ...``: check a dataset, print a day's field statistics, convert MovieLens."""
+"""``ctrlens data ...``: check a dataset, print a day's field statistics, convert a plain table or MovieLens."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from ctrlens.errors import InputError
 
 data_app = typer.Typer(
-    help="The daily data contract (docs/data-format.md): validate, field statistics, MovieLens converter.",
+    help="The daily data contract (docs/data-format.md): validate, field statistics, table and MovieLens converters.",
     no_args_is_help=True,
 )
 
@@ -87,6 +87,23 @@ def movielens(
     info = convert(src, out, max_len=max_len, partition=partition, overwrite=overwrite)
     typer.echo(f"wrote {info.rows} rows ({info.users} users, {info.items} items, click rate "
                f"{info.click_rate:.1%}) in {info.partitions} partitions {info.first_day} .. {info.last_day} to {out}")
+
+
+@data_app.command("convert")
+def convert(
+    src: Path = typer.Argument(..., help="The table: .csv (header row) or .parquet, one row per impression."),
+    mapping: Path = typer.Option(..., "--mapping", help="YAML column mapping (time, fields, labels); see docs/data-format.md."),
+    out: Path = typer.Option(..., "--out", help="Dataset root to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing ctrlens dataset at --out."),
+) -> None:
+    """Convert a plain table into the data contract (vocabularies and normalisation from the reference days)."""
+    from ctrlens.data.convert import convert_table
+
+    res = convert_table(src, mapping, out, overwrite=overwrite)
+    f = res.schema
+    typer.echo(f"wrote {res.rows} rows in {len(res.days)} day(s) {res.days[0]} .. {res.days[-1]} to {out}: "
+               f"{len(f.fields)} field(s) ({', '.join(f'{x.name}:{x.kind}' for x in f.fields)}), "
+               f"label(s) {', '.join(f.labels)}; vocabularies from {res.reference_days[0]} .. {res.reference_days[-1]}")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ against plain autograd on its pooled output, and a label not called ``click`` th
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -133,3 +134,18 @@ def test_label_with_another_name_trains_and_is_measured(tmp_path):
     assert 0.2 < float(y.mean()) < 0.8
     q2 = evaluate(model, ds, day=days[2]).frame.set_index("head")
     assert q2.loc["ctr", "auc"] == pytest.approx(q.loc["ctr", "auc"], abs=1e-9)
+
+
+def test_neuron_classes_follow_a_label_not_called_click():
+    from ctrlens.neurons import NeuronMonitor
+
+    s = small_schema()
+    torch.manual_seed(0)
+    view = reference_models.build("base", s, embedding_dim=3, mlp=(8,)).lens()
+    b = random_batch(s, 64, seed=2, click_rate=0.3)
+    b.labels = {"purchase": b.labels["purchase"]}
+    clicked = Batch(b.features, b.masks, {"click": b.labels["purchase"]}, row=b.row, weights=b.weights)
+    a = NeuronMonitor(view, sample_size=0).run([b]).to_frame()
+    c = NeuronMonitor(view, sample_size=0).run([clicked]).to_frame()
+    assert int(a["count_click"].iloc[0]) == int(b.labels["purchase"].sum()) > 0
+    pd.testing.assert_frame_equal(a, c)

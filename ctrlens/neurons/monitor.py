@@ -208,7 +208,8 @@ class NeuronMonitor:
         if r is not None:
             return r
         B = len(batch)
-        click = batch.labels.get("click")
+        # the click / no-click classes: of "click", or of the first label of a schema without one ("income")
+        click = batch.labels.get("click", next(iter(batch.labels.values()), None))
         if click is not None:
             c = (click.to(device=device).reshape(B) > 0.5).to(torch.float32)
             weights = torch.stack([c, 1.0 - c])

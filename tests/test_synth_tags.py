@@ -80,3 +80,17 @@ def test_tag_incident_needs_tags(tmp_path):
         generate(tmp_path / "w", incidents=["0:oov_surge:item_tags"], **SIZES)
     with pytest.raises(InputError, match="max_tags"):
         WorldConfig(item_tags=3, max_tags=5)
+
+
+def test_cli_item_tags(tmp_path, capsys):
+    from ctrlens.cli import main
+
+    args = ["synth", "--out", str(tmp_path / "w"), "--days", "2", "--rows-per-day", "300", "--n-users", "50",
+            "--n-items", "40", "--n-categories", "4", "--n-shops", "8", "--image-size", "4", "--quiet"]
+    main(args + ["--item-tags", "12", "--max-tags", "3", "--incident", "1:oov_surge:item_tags"])
+    out = capsys.readouterr().out
+    assert "incident day 1 (2026-01-02): oov_surge item_tags" in out
+    assert DailyDataset(tmp_path / "w").schema["item_tags"].vocab_size == 12
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--overwrite", "--incident", "1:oov_surge:item_tags"])
+    assert e.value.code == 2 and "only in worlds made with item_tags > 0" in capsys.readouterr().err

@@ -29,6 +29,8 @@ def synth(
     n_shops: int = typer.Option(400, "--n-shops", min=1, help="Number of shops."),
     max_hist: int = typer.Option(20, "--max-hist", min=1, help="Maximum behaviour history length."),
     image_size: int = typer.Option(32, "--image-size", min=4, help="Item images are 3 x SIZE x SIZE."),
+    item_tags: int = typer.Option(0, "--item-tags", min=0, help="Opt-in bag field item_tags: this many tags (0: off)."),
+    max_tags: int = typer.Option(4, "--max-tags", min=1, help="Tags per item at most (with --item-tags)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a synthetic world already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -44,7 +46,8 @@ def synth(
     from ctrlens.synth import Incident, generate, validate_incidents
 
     # validate everything before touching the disk or starting a bar
-    incs = validate_incidents([Incident.parse(s, start=start) for s in incident or []], days)
+    incs = validate_incidents([Incident.parse(s, start=start) for s in incident or []], days, tags=item_tags > 0)
+    tags = {"item_tags": item_tags, "max_tags": max_tags} if item_tags else {}
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]synth[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("days"), TimeElapsedColumn(),
@@ -54,7 +57,7 @@ def synth(
         world = generate(
             out, days=days, rows_per_day=rows_per_day, seed=seed, incidents=incs, start=start, n_users=n_users,
             n_items=n_items, new_items_per_day=new_items_per_day, n_categories=n_categories, n_shops=n_shops,
-            max_hist=max_hist, image_size=image_size, overwrite=overwrite,
+            max_hist=max_hist, image_size=image_size, overwrite=overwrite, **tags,
             progress=lambda done, total: bar.update(task, completed=done),
         )
     gt = world.ground_truth

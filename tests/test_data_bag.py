@@ -195,10 +195,13 @@ def test_bag_field_stats_match_brute_force(tmp_path):
     assert f.loc["also_items", "kind"] == "bag" and f.loc["income", "kind"] == "label"
 
 
-@pytest.mark.parametrize("incident, statistic", [("stuck", "top1_share"), ("empty", "coverage"), ("oov", "oov_rate")])
-def test_broken_bag_field_is_detected_by_drift(tmp_path, incident, statistic):
+@pytest.mark.parametrize("incident, statistic, finding", [("stuck", "top1_share", "broken_feature"),
+                                                       ("empty", "coverage", "broken_feature"),
+                                                       ("oov", "oov_rate", "oov_surge")])
+def test_broken_bag_field_is_detected_by_drift(tmp_path, incident, statistic, finding):
     from ctrlens.data.stats import field_stats
     from ctrlens.monitor.config import Thresholds
+    from ctrlens.monitor.diagnosis import Context, diagnose
     from ctrlens.monitor.drift import DriftSuite, History
 
     rng = np.random.default_rng(6)
@@ -229,6 +232,11 @@ def test_broken_bag_field_is_detected_by_drift(tmp_path, incident, statistic):
     assert {"psi", "js", "coverage", "oov_rate", "log_cardinality", "top1_share", "mean_z", "log_std"} <= set(tags.index)
     assert bool(tags.loc[statistic, "alert"])
     assert not bad[bad["subject"] == "also_items"]["alert"].any()  # the healthy bag stays quiet
+    # the diagnosis names the field and what broke
+    kinds = {f.name: f.kind for f in bag_schema().fields}
+    alerts = diagnose(bad, Context(model="m", day="2026-03-08", field_kinds=kinds)).frame
+    top = alerts.iloc[0]
+    assert (top["finding"], top["subject"]) == (finding, "tags")
     # a healthy day raises nothing on the bag
     write_day(tmp_path, bag_schema(), [random_rows(400, rng)], day="2026-03-09")
     good = rows(field_stats(DailyDataset(tmp_path), "2026-03-09").frame)

@@ -14,7 +14,7 @@ from ctrlens.models.checkpoint import load_checkpoint
 from ctrlens.models.blocks.embedding import FieldEmbedding, FieldLinear, module_key, pool_bag
 from ctrlens.saliency import InputXGradient, Saliency
 
-from bag_fixtures import DAY, bag_schema, random_rows, write_day
+from bag_fixtures import bag_schema, random_rows, write_day
 
 
 def small_schema() -> Schema:

@@ -3,7 +3,6 @@ true effect when on, and input incidents on it that field statistics see."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pyarrow.parquet as pq

@@ -54,7 +54,7 @@ from ctrlens.data.schema import (
     SequenceField,
     SparseField,
 )
-from ctrlens.data.validate import PASSTHROUGH_KEY
+from ctrlens.data.validate import PASSTHROUGH_KEY, as_numpy, null_mask
 from ctrlens.errors import InputError
 
 KINDS = ("sparse", "bag", "sequence", "dense", "position")
@@ -266,24 +266,135 @@ def _int_values(s: pd.Series, col: str, src: str) -> pd.Series:
     return num.astype("Int64")
 
 
-def _lists(s: pd.Series, col: str, delimiter: str | None, src: str) -> list[list | None]:
-    """A list column, or delimited strings split into lists (empty string -> empty list)."""
-    out: list[list | None] = []
+_INT_TEXT = r"^\s*-?[0-9]+\s*$"
+
+
+def _lists(s: pd.Series, col: str, delimiter: str | None, src: str) -> pa.ListArray:
+    """A list column, or delimited text split into lists, as an Arrow list array (vectorised).
+
+    Text is split on ``delimiter`` and each element trimmed; empty elements become nulls (which the
+    loader drops), so an empty string is a row without ids. A column the CSV reader read as numbers
+    (every row one id) is a one-id list per row.
+    """
+    try:
+        arr = pa.array(s, from_pandas=True)
+        if isinstance(arr, pa.ChunkedArray):  # large columns come in chunks
+            arr = arr.combine_chunks()
+    except (pa.ArrowException, TypeError, ValueError):
+        arr = None
+    if arr is None or not (_is_list_type(arr.type) or pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+                           or pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_null(arr.type)):
+        _first_bad_list(s, col, delimiter, src)  # raises naming the row
+        raise ConvertError(f"{src}: column {col!r}: expected lists (or delimited text), got {s.dtype}")
+    if pa.types.is_null(arr.type):
+        return pa.ListArray.from_arrays(pa.array(np.zeros(len(arr) + 1, np.int32)), pa.array([], pa.int64()),
+                                        mask=pa.array(np.ones(len(arr), bool)))
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        if delimiter is None:
+            r = int(np.flatnonzero(~null_mask(arr))[0]) if arr.null_count < len(arr) else 0
+            raise ConvertError(f"{src}: column {col!r}: row {r}: got the string {arr[r].as_py()!r}; a list field given "
+                               "as text needs a 'delimiter' (e.g. delimiter: '|')")
+        lists = pc.split_pattern(arr, pattern=delimiter)
+        vals = pc.utf8_trim_whitespace(lists.values)
+        vals = pc.if_else(pc.equal(vals, ""), pa.scalar(None, vals.type), vals)
+        return _relist(lists, vals)
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        if delimiter is None:
+            raise ConvertError(f"{src}: column {col!r}: expected lists (or delimited text), got numbers ({s.dtype})")
+        offsets = np.arange(len(arr) + 1, dtype=np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), arr, mask=pa.array(null_mask(arr)) if arr.null_count else None)
+    return _relist(arr, arr.values.slice(arr.offsets[0].as_py(), arr.offsets[-1].as_py() - arr.offsets[0].as_py()))
+
+
+def _is_list_type(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _relist(lists: pa.Array, values: pa.Array) -> pa.ListArray:
+    """``lists``' rows (offsets, nulls) over new ``values`` (one per element), offsets from 0."""
+    off = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    off = (off - off[0]).astype(np.int32)
+    mask = pa.array(null_mask(lists)) if lists.null_count else None
+    return pa.ListArray.from_arrays(pa.array(off), values, mask=mask)
+
+
+def _first_bad_list(s: pd.Series, col: str, delimiter: str | None, src: str) -> None:
+    """Raise for the first row that is neither null, a list nor (with a delimiter) text."""
     for i, v in enumerate(s.tolist()):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out.append(None)
-        elif isinstance(v, str):
-            if delimiter is None:
-                raise ConvertError(f"{src}: column {col!r}: row {i}: got the string {v!r}; a list field given as "
-                                   "text needs a 'delimiter' (e.g. delimiter: '|')")
-            out.append([x.strip() for x in v.split(delimiter)] if v.strip() else [])
-        elif isinstance(v, (list, tuple, np.ndarray)):
-            out.append([None if (x is None or (isinstance(x, float) and math.isnan(x))) else x for x in list(v)])
-        elif delimiter is not None and isinstance(v, (int, np.integer)):
-            out.append([int(v)])  # a one-id row that the CSV reader read as a number
-        else:
-            raise ConvertError(f"{src}: column {col!r}: row {i}: expected a list (or delimited text), got {v!r}")
-    return out
+        if v is None or (isinstance(v, float) and math.isnan(v)) or isinstance(v, (list, tuple, np.ndarray)):
+            continue
+        if isinstance(v, str) and delimiter is not None:
+            continue
+        if isinstance(v, str):
+            raise ConvertError(f"{src}: column {col!r}: row {i}: got the string {v!r}; a list field given as text "
+                               "needs a 'delimiter' (e.g. delimiter: '|')")
+        raise ConvertError(f"{src}: column {col!r}: row {i}: expected a list (or delimited text), got {v!r}")
+
+
+def _row_of(lists: pa.ListArray, i: int) -> int:
+    """The row holding element ``i`` of ``lists.values``."""
+    off = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return int(np.searchsorted(off - off[0], i, side="right")) - 1
+
+
+def _list_ids(lists: pa.ListArray, want: str | None, col: str, src: str) -> pa.ListArray:
+    """Ids of a list column as ``list<string>`` or ``list<int64>``: integer values, or text that is all
+    integers (unless ``want="string"``), become int64; ``want`` forces a type."""
+    vals = lists.values
+    if pa.types.is_string(vals.type) or pa.types.is_large_string(vals.type):
+        if want == "string":
+            return _relist(lists, vals.cast(pa.string()))
+        is_int = pc.fill_null(pc.match_substring_regex(vals, _INT_TEXT), True)
+        ok = bool(pc.all(is_int).as_py()) if len(vals) else False
+        if want is None and not (ok and vals.null_count < len(vals)):
+            return _relist(lists, vals.cast(pa.string()))
+        if not ok and len(vals):
+            i = int(np.flatnonzero(~np.asarray(is_int.to_numpy(zero_copy_only=False), bool))[0])
+            raise ConvertError(f"{src}: column {col!r}: row {_row_of(lists, i)}: expected integer ids, got "
+                               f"{vals[i].as_py()!r}")
+        return _relist(lists, pc.cast(pc.utf8_trim_whitespace(vals), pa.int64()))
+    if pa.types.is_integer(vals.type):
+        return _relist(lists, vals.cast(pa.string()) if want == "string" else vals.cast(pa.int64()))
+    if pa.types.is_floating(vals.type):
+        x = as_numpy(vals, "float64")
+        bad = ~null_mask(vals) & ((x != np.floor(x)) | ~np.isfinite(x))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ConvertError(f"{src}: column {col!r}: row {_row_of(lists, i)}: expected integer ids, got {x[i]!r}")
+        ints = pa.array(np.nan_to_num(x).astype(np.int64), pa.int64(), mask=null_mask(vals) if vals.null_count else None)
+        return _relist(lists, ints.cast(pa.string()) if want == "string" else ints)
+    if pa.types.is_null(vals.type):
+        return _relist(lists, pa.array([None] * len(vals), pa.string() if want == "string" else pa.int64()))
+    raise ConvertError(f"{src}: column {col!r}: expected ids (integers or text) in the lists, got {vals.type}")
+
+
+def _list_weights(lists: pa.ListArray, col: str, src: str) -> pa.ListArray:
+    """Per-id weights as ``list<float32>``: numbers, finite (text is parsed)."""
+    vals = lists.values
+    if pa.types.is_string(vals.type) or pa.types.is_large_string(vals.type):
+        x = pd.to_numeric(pd.Series(vals.to_pylist(), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.isnan(x) & ~null_mask(vals)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ConvertError(f"{src}: column {col!r}: row {_row_of(lists, i)}: expected numbers (weights), got "
+                               f"{vals[i].as_py()!r}")
+    elif pa.types.is_integer(vals.type) or pa.types.is_floating(vals.type) or pa.types.is_null(vals.type):
+        x = as_numpy(vals, "float64") if not pa.types.is_null(vals.type) else np.full(len(vals), np.nan)
+        x[null_mask(vals)] = np.nan
+    else:
+        raise ConvertError(f"{src}: column {col!r}: expected numbers (weights) in the lists, got {vals.type}")
+    bad = np.isinf(x) | (np.isnan(x) & ~null_mask(vals))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ConvertError(f"{src}: column {col!r}: row {_row_of(lists, i)}: weights must be finite, got {x[i]}")
+    return _relist(lists, pa.array(x.astype(np.float32), pa.float32(), mask=np.isnan(x)))
+
+
+def _list_lengths(lists: pa.ListArray) -> np.ndarray:
+    """Elements per row (null rows: 0)."""
+    n = np.diff(np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64))
+    n[null_mask(lists)] = 0
+    return n
 
 
 def _str_values(s: pd.Series) -> pd.Series:
@@ -293,71 +404,17 @@ def _str_values(s: pd.Series) -> pd.Series:
 
 def _first_non_int_text(values: Any) -> tuple[int, Any] | None:
     """``(row, value)`` of the first id that is not the text of an integer, or ``None``."""
-    rows = values.tolist() if isinstance(values, pd.Series) else values
-    for i, v in enumerate(rows):
-        for x in (v if isinstance(v, list) else [v]):
-            if x is not None and not (isinstance(x, str) and x.lstrip("-").isdigit()):
-                return i, x
+    if isinstance(values, pa.ListArray):
+        vals = values.values
+        ok = np.asarray(pc.fill_null(pc.match_substring_regex(vals, _INT_TEXT), True).to_numpy(zero_copy_only=False), bool)
+        if ok.all():
+            return None
+        i = int(np.flatnonzero(~ok)[0])
+        return _row_of(values, i), vals[i].as_py()
+    for i, x in enumerate(values.tolist()):
+        if x is not None and not (isinstance(x, str) and x.strip().lstrip("-").isdigit()):
+            return i, x
     return None
-
-
-def _all_int_text(lists: list[list | None]) -> bool:
-    """Whether every element is the text of an integer (``"12"``): delimited text of integer ids."""
-    seen = False
-    for lst in lists:
-        for x in lst or ():
-            if x is None:
-                continue
-            if not (isinstance(x, str) and x.lstrip("-").isdigit()):
-                return False
-            seen = True
-    return seen
-
-
-def _elements_are_str(lists: list[list | None]) -> bool:
-    for lst in lists:
-        for x in lst or ():
-            if x is not None:
-                return isinstance(x, str)
-    return False
-
-
-def _int_lists(lists: list[list | None], col: str, src: str) -> list[list | None]:
-    out: list[list | None] = []
-    for i, lst in enumerate(lists):
-        if lst is None:
-            out.append(None)
-            continue
-        row = []
-        for x in lst:
-            if x is None:
-                row.append(None)
-                continue
-            try:
-                f = float(x)
-                if f != int(f):
-                    raise ValueError
-                row.append(int(f))
-            except (TypeError, ValueError, OverflowError):
-                raise ConvertError(f"{src}: column {col!r}: row {i}: expected integer ids, got {x!r}") from None
-        out.append(row)
-    return out
-
-
-def _float_lists(lists: list[list | None], col: str, src: str) -> list[list | None]:
-    out: list[list | None] = []
-    for i, lst in enumerate(lists):
-        if lst is None:
-            out.append(None)
-            continue
-        try:
-            row = [float(x) for x in lst]
-        except (TypeError, ValueError):
-            raise ConvertError(f"{src}: column {col!r}: row {i}: expected numbers (weights), got {lst!r}") from None
-        if not all(math.isfinite(x) for x in row):
-            raise ConvertError(f"{src}: column {col!r}: row {i}: weights must be finite, got {lst!r}")
-        out.append(row)
-    return out
 
 
 def _vocabulary(counts: dict, min_count: int, max_size: int | None) -> tuple[str, ...]:
@@ -446,10 +503,7 @@ def convert_table(source: str | Path | pd.DataFrame, mapping: str | Path | Mappi
             raw[name] = _str_values(s) if string else _int_values(s, col, src)
             table_of[name] = spec.get("table", name)
         elif kind in ("bag", "sequence"):
-            lists = _lists(s, col, spec.get("delimiter"), src)
-            string = (_elements_are_str(lists) and not _all_int_text(lists)) if want is None else want == "string"
-            raw[name] = [None if v is None else [_str_or_none(x) for x in v] for v in lists] if string \
-                else _int_lists(lists, col, src)
+            raw[name] = _list_ids(_lists(s, col, spec.get("delimiter"), src), want, col, src)
             table_of[name] = spec.get("table", name)
     defining: dict[str, str] = {}
     for name in fspecs:
@@ -472,8 +526,8 @@ def convert_table(source: str | Path | pd.DataFrame, mapping: str | Path | Mappi
                 if bad is not None:
                     raise ConvertError(f"{src}: column {col!r}: row {bad[0]}: expected an integer id like the other "
                                        f"fields of table {t!r}, got {bad[1]!r}")
-                raw[n] = _int_values(pd.Series(raw[n]), col, src) if isinstance(raw[n], pd.Series) \
-                    else _int_lists(raw[n], col, src)
+                raw[n] = _int_values(raw[n], col, src) if isinstance(raw[n], pd.Series) \
+                    else _list_ids(raw[n], "int64", col, src)
                 kinds[n] = False
         if len(set(kinds.values())) > 1:
             raise ConvertError(f"{msrc}: table {t!r}: fields {sorted(n for n, v in kinds.items() if v)} hold strings but "
@@ -482,8 +536,9 @@ def convert_table(source: str | Path | pd.DataFrame, mapping: str | Path | Mappi
         if kinds[first]:
             counts: dict[str, int] = {}
             for n in members:
-                for v in _ref_values(raw[n], ref):
-                    counts[str(v)] = counts.get(str(v), 0) + 1
+                vc = pc.value_counts(pa.array(_ref_values(raw[n], ref), pa.string()))
+                for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
+                    counts[v] = counts.get(v, 0) + c
             voc = _vocabulary(counts, int(spec.get("min_count", 1)), spec.get("max_size"))
             _need(bool(voc), f"{src}: table {t!r} (field {first!r}): no value in the reference days "
                              f"{ref_days[0]} .. {ref_days[-1]} to build a vocabulary from")
@@ -521,21 +576,21 @@ def convert_table(source: str | Path | pd.DataFrame, mapping: str | Path | Mappi
                                           oov=spec.get("oov", "bucket")))
             else:
                 lists = raw[name]
-                typ = pa.list_(pa.string() if voc is not None else pa.int64())
-                vals = [None if lst is None else [_str_or_none(x) if voc is not None else x for x in lst] for lst in lists]
-                cols[name] = pa.array(vals, typ)
+                cols[name] = lists
                 if kind == "sequence":
                     fields.append(SequenceField(name, table=t, max_len=spec["max_len"]))
                 else:
                     weights = spec.get("weights")
                     if weights is not None:
-                        wl = _float_lists(_lists(_column(df, weights, f"weights of bag field {name!r}", src), weights,
-                                                 spec.get("delimiter"), src), weights, src)
-                        for i, (a, b) in enumerate(zip(lists, wl)):
-                            if len(a or []) != len(b or []):
-                                raise ConvertError(f"{src}: column {weights!r}: row {i}: {len(b or [])} weights for "
-                                                   f"{len(a or [])} ids of bag field {name!r}")
-                        cols[weights] = pa.array(wl, pa.list_(pa.float32()))
+                        wl = _list_weights(_lists(_column(df, weights, f"weights of bag field {name!r}", src), weights,
+                                                  spec.get("delimiter"), src), weights, src)
+                        n_ids, n_w = _list_lengths(lists), _list_lengths(wl)
+                        bad = np.flatnonzero(n_ids != n_w)
+                        if len(bad):
+                            i = int(bad[0])
+                            raise ConvertError(f"{src}: column {weights!r}: row {i}: {n_w[i]} weights for {n_ids[i]} ids "
+                                               f"of bag field {name!r}")
+                        cols[weights] = wl
                     own = is_def
                     fields.append(BagField(
                         name, sizes[t] if own else None, max_len=spec["max_len"], table=t if t != name else None,
@@ -647,7 +702,7 @@ def _int_array(s: pd.Series) -> pa.Array:
 def _is_string_field(values: Any) -> bool:
     if isinstance(values, pd.Series):
         return not pd.api.types.is_integer_dtype(values)
-    return _elements_are_str(values)
+    return pa.types.is_string(values.type.value_type)
 
 
 def _ref_values(values: Any, ref: np.ndarray) -> np.ndarray | list:
@@ -655,8 +710,8 @@ def _ref_values(values: Any, ref: np.ndarray) -> np.ndarray | list:
     if isinstance(values, pd.Series):
         v = values[ref].dropna()
         return v.astype(str).tolist() if not pd.api.types.is_integer_dtype(values) else v.to_numpy(dtype=np.int64)
-    elems = [x for lst, keep in zip(values, ref) if keep and lst for x in lst if x is not None]
-    return elems if _elements_are_str(values) else np.asarray(elems, dtype=np.int64)
+    elems = values.filter(pa.array(ref)).flatten().drop_null()
+    return elems.to_pylist() if pa.types.is_string(elems.type) else np.asarray(elems.to_numpy(), dtype=np.int64)
 
 
 def _normalise(x: np.ndarray, ref: np.ndarray, how: str, col: str, src: str) -> tuple[np.ndarray, dict]:

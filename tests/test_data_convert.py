@@ -133,10 +133,6 @@ def test_csv_round_trip(files, tmp_path, capsys):
     tv = {v: i + 2 for i, v in enumerate(s["tags"].vocabulary)}
     want = [([tv.get(t, 1) for t in (_split(v, "|", str) or [])][:3] + [0, 0, 0])[:3] for v in day["tags"]]
     assert b.features["tags"].tolist() == want
-    # a position field without a click label: no click-by-position statistics (rather than a crash)
-    from ctrlens.monitor.compute import ctr_by_position
-
-    assert ctr_by_position(ds, "2026-02-05") is None
 
 
 def test_parquet_with_list_columns_and_epoch_time(tmp_path):

@@ -256,10 +256,9 @@ def dependence_observations(batches: list[Batch], schema: Any) -> list[dict[str,
 
 
 def ctr_by_position(dataset: Any, day: str) -> pd.DataFrame | None:
-    """Observed impressions, clicks and CTR per position of ``day`` (``None`` without a position field,
-    or without a ``click`` label: position bias is about clicks)."""
+    """Observed impressions, clicks and CTR per position of ``day`` (``None`` without a position field)."""
     pos = dataset.schema.position
-    if pos is None or "click" not in dataset.schema.labels:
+    if pos is None:
         return None
     f = dataset.read_frame(day, columns=[pos.name, "click"])
     g = f.groupby(pos.name)["click"].agg(["count", "sum"]).rename(columns={"count": "rows", "sum": "clicks"})

@@ -368,7 +368,7 @@ class Schema:
             if isinstance(f, SequenceField):
                 if f.table not in tables:
                     raise SchemaError(
-                        f"schema: sequence field {f.name!r} uses table {f.table!r}, which no sparse field defines "
+                        f"schema: sequence field {f.name!r} uses table {f.table!r}, which no sparse or bag field defines "
                         f"(tables: {sorted(tables)})"
                     )
                 if f.max_len < 1:

@@ -66,11 +66,11 @@ def pool_bag(weight: Tensor, ids: Tensor, w: Tensor, mode: str = "sum") -> Tenso
         return weight.new_zeros(ids.shape[0], weight.shape[1])
     out = F.embedding_bag(ids, weight, mode="sum", per_sample_weights=w.to(weight.dtype), padding_idx=PAD_INDEX)
     if mode == "mean":
-        out = out / w.sum(1, keepdim=True).to(out.dtype).clamp_min(1e-12)
+        den = w.sum(1, keepdim=True).to(out.dtype)
+        out = out / torch.where(den == 0, torch.ones_like(den), den)  # an empty bag stays 0
     elif mode != "sum":
         raise InputError(f"bag pooling must be 'sum' or 'mean', got {mode!r}")
     return out
-
 
 
 class DenseEmbedding(nn.Module):

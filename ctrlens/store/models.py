@@ -397,3 +397,36 @@ class Lock(Base):
     owner: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[dt.datetime] = mapped_column(DateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AlertDelivery(Base):
+    """One attempt to deliver one alert to one notification channel (``ctrlens.notify``).
+
+    Keyed on what survives a forced rerun -- channel, model name, finding, subject and ``episode``
+    (how many times the alert was reopened after a resolution) -- not on the alert row's id, which a
+    rewrite may change. ``(key, attempt)`` is unique: two senders cannot both claim an attempt.
+    ``status``: ``sending`` (claimed, in flight), ``delivered`` or ``failed`` (retried from
+    ``next_attempt_at`` on).
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        UniqueConstraint("channel", "model", "finding", "subject", "episode", "attempt", name="uq_alert_deliveries_attempt"),
+        Index("ix_alert_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200))
+    finding: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(300))
+    episode: Mapped[int] = mapped_column(Integer)
+    alert_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("alerts.id", ondelete="SET NULL"))
+    day: Mapped[dt.date] = mapped_column(Date)  # the alert's evidence day when sent
+    severity: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

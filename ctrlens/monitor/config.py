@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ctrlens.errors import InputError
+from ctrlens.notify.config import NotifyConfig, parse_notify
 
 SALIENCY_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
 RUN_KIND = "nightly"
@@ -142,6 +143,8 @@ class NightlyConfig:
         seed: seeds every sample (same seed, same rows, same numbers).
         lock_ttl_s: a model-day lock not released within this many seconds (a killed job) is stale.
         source: the file the configuration came from (for messages).
+        notify: notification channels, the dashboard's base URL and the metrics textfile
+            (``notify:`` and ``metrics:``, see :mod:`ctrlens.notify.config`).
     """
 
     db: str
@@ -157,6 +160,7 @@ class NightlyConfig:
     seed: int = 0
     lock_ttl_s: float = 3600.0
     source: str = "config"
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def model(self, name: str) -> ModelWatch:
         for m in self.models:
@@ -353,6 +357,7 @@ def parse_config(d: Any, *, source: str = "config", base: Path | None = None) ->
         seed=top.number("seed", 0, lo=0, integer=True),
         lock_ttl_s=top.number("lock_ttl_s", 3600.0, lo=0, lo_open=True),
         source=source,
+        notify=parse_notify(top.raw("notify"), top.raw("metrics"), source=source, base=base),
     )
     top.done()
     return cfg

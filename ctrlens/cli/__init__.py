@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 # Order is the order of `ctrlens --help`.
-_COMMAND_MODULES = ("synth", "data", "train", "neurons", "probes", "saliency", "db", "nightly", "report", "dashboard", "demo")
+_COMMAND_MODULES = ("synth", "data", "train", "neurons", "probes", "saliency", "db", "nightly", "alerts", "report", "dashboard", "demo")
 
 
 @app.callback()

@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         """Measure, drift-test and diagnose every configured model for a day or a range of days.
 
         Exit codes: 0 ran, no new alerts; 1 ran, new alerts (unless exit_on_alert: false); 2 bad input or
-        configuration (nothing written); 3 some model-days failed or were locked, the others were written.
+        configuration (nothing written); 3 some model-days failed or were locked, the others were written;
+        4 all written, but a notification channel failed (retried by the next run).
         """
         from ctrlens.monitor.config import load_config
         from ctrlens.monitor.job import NightlyJob
@@ -99,5 +100,14 @@ def _print_summary(summary: Any) -> None:
     for a in summary.new_alerts:
         con.print(f"[bold]new alert[/] #{a['alert_id']} {escape(a['model'])} {a['day']} {escape('[' + a['severity'] + ']')} "
                   f"{escape(a['title'])}", highlight=False, soft_wrap=True)
+    n = summary.notify
+    if n is not None:
+        for c in n["channels"]:
+            con.print(f"notify {escape(c['channel'])}: sent {len(c['sent'])}, failed {len(c['failed'])}"
+                      + (f" ({escape(c['errors'][-1])})" if c["errors"] and c["failed"] else ""), highlight=False, soft_wrap=True)
+        for e in n["errors"][:1]:
+            err.print(f"[red]notify[/]: {escape(e)}", highlight=False)
+        if n.get("textfile"):
+            con.print(f"metrics written to {escape(n['textfile'])}", highlight=False, soft_wrap=True)
     con.print(f"exit code {summary.exit_code}", style="dim")
     sys.stdout.flush()

@@ -87,6 +87,7 @@ def create_app(db_url: str | os.PathLike[str] | None, *, token: str | None = Non
     access.install(app.server)
     app.server.config["CTRLENS_DATA"] = data  # for tests and the CLI
     app.ctrlens_data = data  # type: ignore[attr-defined]
+    _metrics_route(app.server, data)
 
     def serve_layout() -> Any:
         try:
@@ -139,6 +140,23 @@ def create_app(db_url: str | os.PathLike[str] | None, *, token: str | None = Non
     for page in PAGES:
         page.register(app, data)
     return app
+
+
+def _metrics_route(server: Any, data: DashboardData) -> None:
+    """``/metrics``: the store's numbers for Prometheus (OpenMetrics text), behind the same access
+    check as every other route (``Auth.install`` runs before each request of the server)."""
+    import flask
+
+    from ctrlens.notify.prometheus import CONTENT_TYPE, render
+
+    @server.route("/metrics")
+    def _metrics() -> Any:
+        try:
+            text = render(data.store)
+        except Exception:  # noqa: BLE001 - a scrape error, not a crash; details go to the log
+            log.exception("/metrics: cannot read the store")
+            return flask.Response("cannot read the store\n", 503, mimetype="text/plain")
+        return flask.Response(text, 200, content_type=CONTENT_TYPE)
 
 
 def page_of(pathname: str) -> Any:

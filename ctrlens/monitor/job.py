@@ -15,7 +15,8 @@ Per model and day (days in order, so each day's reference includes the days befo
 
 Exit codes (:attr:`JobSummary.exit_code`): 0 ran, no new alerts; 1 ran, new alerts (unless
 ``exit_on_alert: false``); 2 bad input or configuration, nothing written; 3 some model-days failed or
-were locked by another job, the others were written.
+were locked by another job, the others were written; 4 every model-day was written, but a
+notification could not be delivered (it is retried by the next run; see :mod:`ctrlens.notify`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from ctrlens.errors import InputError
 from ctrlens.monitor.config import RUN_KIND, ModelWatch, NightlyConfig, config_dict
 from ctrlens.monitor.diagnosis import PAGING, Context, diagnose
 from ctrlens.monitor.drift import DriftSuite, History
+from ctrlens.notify.hooks import RunNotifications
 from ctrlens.results import jsonable
 
-EXIT_OK, EXIT_ALERTS, EXIT_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_OK, EXIT_ALERTS, EXIT_INPUT, EXIT_PARTIAL, EXIT_NOTIFY = 0, 1, 2, 3, 4
 
 #: Columns read back per reference day, per result kind.
 SERIES: dict[str, list[str]] = {
@@ -92,6 +94,7 @@ class JobSummary:
     outcomes: list[Outcome]
     days: list[str]
     exit_on_alert: bool = True
+    notify: dict[str, Any] | None = None  # deliveries of this run (ctrlens.notify.hooks), None without channels
 
     @property
     def new_alerts(self) -> list[dict[str, Any]]:
@@ -105,13 +108,15 @@ class JobSummary:
             if not written and all(o.input_error for o in bad):
                 return EXIT_INPUT
             return EXIT_PARTIAL
+        if self.notify is not None and not self.notify["ok"]:
+            return EXIT_NOTIFY
         if self.new_alerts and self.exit_on_alert:
             return EXIT_ALERTS
         return EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
         return {"exit_code": self.exit_code, "days": self.days, "new_alerts": self.new_alerts,
-                "outcomes": [o.to_dict() for o in self.outcomes]}  # fmt: skip
+                "outcomes": [o.to_dict() for o in self.outcomes], "notify": self.notify}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- days
@@ -293,16 +298,23 @@ class NightlyJob:
         total = len(days) * len(cfg.models)
         self.progress("start", total=total, days=days)
         outcomes = []
+        notes = RunNotifications(cfg.notify)
+        sent = None
         try:
             for d in days:
                 for watch in cfg.models:
                     self.progress("model_day", model=watch.name, day=d)
                     o = self._one(store, ds, available, models, watch, d, force)
                     outcomes.append(o)
+                    if o.status == "ok":  # its alerts are committed: tell people
+                        notes.after_day(store, o.model, o.day)
                     self.progress("done", outcome=o)
+            if any(o.status in ("ok", "skipped") for o in outcomes):  # never create a database for this
+                sent = notes.finish(store, [(o.model, o.day) for o in outcomes if o.status == "ok"],
+                                    [p for o in outcomes for p in o.reports])  # fmt: skip
         finally:
             store.close()
-        return JobSummary(outcomes, days, cfg.exit_on_alert)
+        return JobSummary(outcomes, days, cfg.exit_on_alert, sent)
 
     def _one(self, store: Any, ds: Any, available: list[str], models: _Models, watch: ModelWatch, day: str, force: bool) -> Outcome:
         from ctrlens.store import LockHeld
@@ -463,5 +475,5 @@ def run_nightly(cfg: NightlyConfig, *, day: str | None = None, start: str | None
     return NightlyJob(cfg, progress=progress).run(day=day, start=start, end=end, force=force)
 
 
-__all__ = ["EXIT_ALERTS", "EXIT_INPUT", "EXIT_OK", "EXIT_PARTIAL", "JobSummary", "NightlyJob", "Outcome", "load_history",
+__all__ = ["EXIT_ALERTS", "EXIT_INPUT", "EXIT_NOTIFY", "EXIT_OK", "EXIT_PARTIAL", "JobSummary", "NightlyJob", "Outcome", "load_history",
            "plan_days", "report_dir", "run_nightly"]  # fmt: skip

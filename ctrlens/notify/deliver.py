@@ -37,7 +37,12 @@ IMMEDIATE = ("webhook", "command")  # sent per model-day; e-mail is one digest p
 
 
 class SendError(Exception):
-    """One try failed; the message is safe to store and print (it never holds a secret)."""
+    """One try failed; the message is safe to store and print (it never holds a secret).
+    ``retriable``: False when trying again in the same call cannot help (a secret not set)."""
+
+    def __init__(self, message: str, *, retriable: bool = True):
+        super().__init__(message)
+        self.retriable = retriable
 
 
 def utcnow() -> dt.datetime:
@@ -97,7 +102,8 @@ class Notifier:
         self.cfg, self.env, self.now, self.sleep = cfg, os.environ if env is None else env, now, sleep
 
     def deliver(self, store: Any, *, scope: Sequence[tuple[str, str]] | None = None, types: Sequence[str] | None = None,
-                models: Sequence[str] | None = None, reports: Sequence[Path] = (), dry_run: bool = False) -> NotifyOutcome:  # fmt: skip
+                models: Sequence[str] | None = None, reports: Sequence[Path] = (), dry_run: bool = False,
+                retry_now: bool = False) -> NotifyOutcome:  # fmt: skip
         """Send what is pending.
 
         Args:
@@ -107,6 +113,7 @@ class Notifier:
             models: only these models.
             reports: daily report files for the e-mail digest.
             dry_run: send nothing, write nothing: ``preview`` holds what would be sent.
+            retry_now: retry failed deliveries without waiting for their backoff (a person asked).
         """
         from ctrlens.store import deliveries
 
@@ -132,7 +139,8 @@ class Notifier:
                 retry = s is not None
                 if in_scope is not None and not retry and (a.model, a.last_seen) not in in_scope:
                     continue
-                if s is not None and s.last_status == "failed" and s.next_attempt_at is not None and s.next_attempt_at > now:
+                if (s is not None and s.last_status == "failed" and s.next_attempt_at is not None and s.next_attempt_at > now
+                        and not retry_now):  # fmt: skip
                     co.waiting.append(a.alert_id)
                     continue
                 if s is not None and s.last_status == "sending" and s.last_started is not None and now - s.last_started < deliveries.STALE_SENDING:
@@ -174,7 +182,7 @@ class Notifier:
             except SendError as e:
                 err = str(e)[:1000]
                 now = self.now()
-                last = k == retry.attempts
+                last = k == retry.attempts or not e.retriable
                 deliveries.finish(store, [rid for _, _, rid in claimed], status="failed", now=now, error=err,
                                   next_attempt_at=now + dt.timedelta(seconds=retry.wait(max(at for _, at, _ in claimed))))  # fmt: skip
                 if err not in co.errors:
@@ -200,10 +208,10 @@ class Notifier:
 
     def _secret(self, name: str | None, what: str) -> str:
         if name is None:
-            raise SendError(f"{what}: no environment variable named")
+            raise SendError(f"{what}: no environment variable named", retriable=False)
         v = self.env.get(name)
         if not v:
-            raise SendError(f"{what}: environment variable {name} is not set")
+            raise SendError(f"{what}: environment variable {name} is not set", retriable=False)
         return v
 
     def _url(self, ch: Channel) -> str:

@@ -270,6 +270,7 @@ def test_command_gets_the_payload_on_stdin(tmp_path: Path) -> None:
     ({"channels": [{"name": "a", "type": "webhook", "url": "http://x"}] * 2}, "duplicate channel name(s) ['a']"),
     ({"base_url": "dashboard"}, "notify.base_url: expected the dashboard's address"),
     ({"chanels": []}, "notify: unknown key(s) ['chanels']"),
+    ({"channels": [{"name": "a", "type": "command", "command": ["x"], "models": ["n"]}]}, "notify.channels[0].models: unknown model(s) ['n']; watched models: ['m']"),
 ])  # fmt: skip
 def test_bad_notify_config_names_the_key(tmp_path: Path, notify, message, capsys) -> None:
     import yaml
@@ -402,3 +403,15 @@ def test_textfile_is_written_atomically_and_parses(tmp_path: Path, dashboard_db:
     assert set(fam) >= {"ctrlens_open_alerts", "ctrlens_auc", "ctrlens_field_drift_score", "ctrlens_last_success_timestamp_seconds"}
     assert [p.name for p in target.parent.iterdir()] == ["ctrlens.prom"]  # no temporary file left behind
     assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+def test_grafana_dashboard_reads_the_exported_metrics() -> None:
+    import re
+
+    from ctrlens.notify.prometheus import _HELP
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "docs" / "grafana" / "ctrlens-dashboard.json").read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"ctrlens_[a-z_]+", e)}
+    assert used == set(_HELP)  # every panel reads a metric we export, and every metric has a panel
+    assert doc["templating"]["list"][0]["query"]["query"] == "label_values(ctrlens_open_alerts, model)"

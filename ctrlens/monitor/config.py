@@ -357,7 +357,7 @@ def parse_config(d: Any, *, source: str = "config", base: Path | None = None) ->
         seed=top.number("seed", 0, lo=0, integer=True),
         lock_ttl_s=top.number("lock_ttl_s", 3600.0, lo=0, lo_open=True),
         source=source,
-        notify=parse_notify(top.raw("notify"), top.raw("metrics"), source=source, base=base),
+        notify=parse_notify(top.raw("notify"), top.raw("metrics"), source=source, base=base, models=names),
     )
     top.done()
     return cfg

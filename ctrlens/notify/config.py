@@ -35,7 +35,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ctrlens.errors import InputError
 
@@ -218,10 +218,12 @@ class _R:
             raise NotifyConfigError(f"{self.source}: {self.where}: unknown key(s) {unknown}; known keys: {sorted(self.used)}")
 
 
-def parse_notify(notify: Any, metrics: Any = None, *, source: str = "config", base: Path | None = None) -> NotifyConfig:
+def parse_notify(notify: Any, metrics: Any = None, *, source: str = "config", base: Path | None = None,
+                 models: Sequence[str] | None = None) -> NotifyConfig:  # fmt: skip
     """A :class:`NotifyConfig` from the parsed ``notify:`` and ``metrics:`` values (None: absent).
 
-    Relative paths are relative to ``base`` (the configuration's folder)."""
+    Relative paths are relative to ``base`` (the configuration's folder); a channel's ``models``
+    must be among ``models`` (the watched models) when given: a typo would silently cover nothing."""
     base = base or Path.cwd()
     textfile = None
     if metrics is not None:
@@ -243,6 +245,10 @@ def parse_notify(notify: Any, metrics: Any = None, *, source: str = "config", ba
     if not isinstance(raw, list):
         raise r.err("channels", f"expected a list of channels, got {raw!r}")
     channels = tuple(_channel(c, f"notify.channels[{i}]", source) for i, c in enumerate(raw))
+    for i, c in enumerate(channels):
+        unknown = sorted(set(c.models or ()) - set(models)) if models is not None else []
+        if unknown:
+            raise NotifyConfigError(f"{source}: notify.channels[{i}].models: unknown model(s) {unknown}; watched models: {list(models or [])}")
     names = [c.name for c in channels]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

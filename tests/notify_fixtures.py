@@ -61,7 +61,8 @@ class Hook:
 
 
 class Mailbox:
-    def __init__(self, login: tuple[str, str] | None = None):
+    def __init__(self, login: tuple[str, str] | None = None, *, tls: str | None = None, cert: tuple[str, str] | None = None):
+        """``tls``: None (plain), ``starttls`` (required before anything else) or ``tls`` (implicit)."""
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult
 
@@ -80,7 +81,14 @@ class Mailbox:
             return AuthResult(success=ok)
 
         self.port = free_port()
-        kw: dict[str, Any] = dict(auth_require_tls=False, authenticator=auth, auth_required=True) if login else {}
+        kw: dict[str, Any] = dict(auth_require_tls=tls == "starttls", authenticator=auth, auth_required=True) if login else {}
+        if tls is not None:  # (implicit TLS: aiosmtpd does not see the socket's TLS, so AUTH is not tied to it above)
+            import ssl
+
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            assert cert is not None
+            ctx.load_cert_chain(*cert)
+            kw.update(tls_context=ctx, require_starttls=True) if tls == "starttls" else kw.update(ssl_context=ctx)
         with warnings.catch_warnings():  # AUTH without TLS: fine on loopback, in a test
             warnings.simplefilter("ignore", UserWarning)
             self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kw)
@@ -102,3 +110,17 @@ def mailbox():
     m = Mailbox()
     yield m
     m.close()
+
+
+def self_signed(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (and its key), made with the openssl command line."""
+    import shutil
+    import subprocess
+
+    from conftest import require_or_skip
+
+    require_or_skip(shutil.which("openssl") is not None, "the openssl command line is needed to make a test certificate")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)  # fmt: skip
+    return cert, key

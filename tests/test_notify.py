@@ -192,6 +192,46 @@ def test_channel_down_fails_softly_then_a_later_call_delivers(store_url: str) ->
             h.close()
 
 
+def test_two_senders_at_once_deliver_each_alert_once(store_url: str) -> None:
+    """The nightly job and a person's `ctrlens alerts notify` at the same moment: the claims in the
+    log let one of them send each alert."""
+    import threading
+    import time
+
+    from ctrlens.store import Store, deliveries
+
+    h = Hook()
+    slow = h.server.RequestHandlerClass.do_POST
+
+    def do_post(self):  # a slow endpoint keeps the first sender in flight while the second looks
+        time.sleep(0.2)
+        slow(self)
+
+    h.server.RequestHandlerClass.do_POST = do_post
+    try:
+        with _store(store_url) as s:
+            write_day(s, "din", "2026-01-02", [("broken_feature", "f0", "critical", 105.0), ("oov_surge", "f2", "warning", 95.0),
+                                              ("dead_neurons", "mlp.1", "critical", 90.0)])  # fmt: skip
+        outs = []
+
+        def send() -> None:
+            with Store(store_url) as st:  # each sender its own connection pool, as two processes would have
+                outs.append(notifier([{"name": "hook", "type": "webhook", "format": "json", "url": h.url}]).deliver(st))
+
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(o.ok for o in outs)
+        sent = sorted(a for o in outs for a in o.channels[0].sent)
+        assert sent == [1, 2, 3] and len(h.posts) == 3  # each alert once, whoever sent it
+        with _store(store_url) as s:
+            assert sorted(deliveries.log(s)["alert_id"]) == [1, 2, 3]
+    finally:
+        h.close()
+
+
 def test_reopened_alert_is_sent_again(store_url: str, hook) -> None:
     with _store(store_url) as s:
         write_day(s, "din", "2026-01-02", [("broken_feature", "f0", "critical", 105.0)])
@@ -415,3 +455,26 @@ def test_grafana_dashboard_reads_the_exported_metrics() -> None:
     used = {m for e in exprs for m in re.findall(r"ctrlens_[a-z_]+", e)}
     assert used == set(_HELP)  # every panel reads a metric we export, and every metric has a panel
     assert doc["templating"]["list"][0]["query"]["query"] == "label_values(ctrlens_open_alerts, model)"
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_over_starttls_and_tls_with_login_verifies_the_server(tmp_path: Path, security: str) -> None:
+    from notify_fixtures import self_signed
+
+    cert = self_signed(tmp_path)
+    box = Mailbox(login=("ctrlens", "pw-s3cret"), tls=security, cert=cert)
+    try:
+        with _store(f"sqlite:///{tmp_path / 's.sqlite'}") as s:
+            write_day(s, "din", "2026-01-02", [("broken_feature", "f0", "critical", 105.0)])
+            smtp = {"host": "127.0.0.1", "port": box.port, "security": security, "username": "ctrlens", "password_env": "PW",
+                    "timeout_s": 10}  # fmt: skip
+            ch = {"name": "mail", "type": "email", "from": "ctrlens@example.com", "to": ["oncall@example.com"], "smtp": smtp}
+            # the server's certificate is not signed by a CA we trust: refused, nothing sent
+            untrusted = notifier([ch], env={"PW": "pw-s3cret"}, attempts=1).deliver(s)
+            assert not untrusted.ok and "CERTIFICATE_VERIFY_FAILED" in untrusted.channels[0].errors[0] and box.messages == []
+            trusted = notifier([{**ch, "smtp": {**smtp, "ca_file": cert[0]}}], env={"PW": "pw-s3cret"}, attempts=1).deliver(s, retry_now=True)
+            assert trusted.ok and trusted.channels[0].sent == [1]
+            assert len(box.messages) == 1 and box.messages[0]["Subject"] == "[ctrlens] 1 new alert (1 critical): din"
+    finally:
+        box.close()

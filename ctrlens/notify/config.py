@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -75,7 +75,8 @@ class Retry:
 @dataclass(frozen=True)
 class Smtp:
     """An SMTP server: ``security`` ``starttls`` (port 587), ``tls`` (implicit TLS, port 465) or
-    ``none`` (a relay on localhost); login when a user name is given."""
+    ``none`` (a relay on localhost); login when a user name is given. The server's certificate is
+    verified against the system's CAs, or ``ca_file`` (a PEM bundle: an internal CA)."""
 
     host: str
     port: int = 587
@@ -84,6 +85,7 @@ class Smtp:
     username_env: str | None = None
     password_env: str | None = None
     timeout_s: float = 30.0
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ def parse_notify(notify: Any, metrics: Any = None, *, source: str = "config", ba
     raw = r.get("channels", [])
     if not isinstance(raw, list):
         raise r.err("channels", f"expected a list of channels, got {raw!r}")
-    channels = tuple(_channel(c, f"notify.channels[{i}]", source) for i, c in enumerate(raw))
+    channels = tuple(_channel(c, f"notify.channels[{i}]", source, base) for i, c in enumerate(raw))
     for i, c in enumerate(channels):
         unknown = sorted(set(c.models or ()) - set(models)) if models is not None else []
         if unknown:
@@ -257,7 +259,7 @@ def parse_notify(notify: Any, metrics: Any = None, *, source: str = "config", ba
     return NotifyConfig(channels, base_url.rstrip("/") if base_url else None, retry, textfile)
 
 
-def _channel(d: Any, where: str, source: str) -> Channel:
+def _channel(d: Any, where: str, source: str, base: Path) -> Channel:
     r = _R(d, where, source)
     name = r.string("name", required=True)
     assert name is not None
@@ -295,6 +297,15 @@ def _channel(d: Any, where: str, source: str) -> Channel:
         smtp = Smtp(host=s.string("host", required=True), port=s.number("port", 465 if security == "tls" else 587, lo=1, integer=True),  # type: ignore[arg-type]
                     security=security, username=s.string("username"), username_env=s.env("username_env"),
                     password_env=s.env("password_env"), timeout_s=s.number("timeout_s", 30.0, lo=0.001))  # fmt: skip
+        ca = s.string("ca_file")
+        if ca is not None:
+            p = Path(ca).expanduser()
+            p = p if p.is_absolute() else base / p
+            if not p.is_file():
+                raise s.err("ca_file", f"{p} is not a file (expected a PEM bundle of CA certificates)")
+            if security == "none":
+                raise s.err("ca_file", "only used with security: starttls or tls")
+            smtp = replace(smtp, ca_file=p)
         s.done()
         if smtp.username and smtp.username_env:
             raise s.err("username", "give username or username_env, not both")

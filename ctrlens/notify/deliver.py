@@ -281,7 +281,7 @@ def send_mail(ch: Channel, msg: Any, secret: Callable[[str | None, str], str]) -
     user = s.username or (secret(s.username_env, f"channel {ch.name!r} smtp.username_env") if s.username_env else None)
     password = secret(s.password_env, f"channel {ch.name!r} smtp.password_env") if s.password_env else None
     try:
-        ctx = ssl.create_default_context()
+        ctx = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
         if s.security == "tls":
             server: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=ctx)
         else:

@@ -105,13 +105,6 @@ def hook():
     h.close()
 
 
-@pytest.fixture
-def mailbox():
-    m = Mailbox()
-    yield m
-    m.close()
-
-
 def self_signed(folder) -> tuple[str, str]:
     """A certificate for 127.0.0.1 (and its key), made with the openssl command line."""
     import shutil

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from dashboard_fixtures import dashboard_db, dashboard_db_template  # noqa: F401
-from notify_fixtures import Hook, Mailbox, hook, mailbox  # noqa: F401
+from notify_fixtures import Hook, Mailbox, hook  # noqa: F401
 from store_fixtures import make_results
 
 BASE = "https://ctrlens.example.com/team"

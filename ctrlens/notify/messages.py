@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import pandas as pd
 
 from ctrlens.notify.config import SEVERITY_LEVEL, Channel
+from ctrlens.results import jsonable
 
 MAX_NUMBERS = 3  # evidence rows quoted per alert
 
@@ -142,17 +143,6 @@ def json_doc(its: Sequence[Item], base_url: str | None, channel: str) -> dict[st
         r["links"] = links(i, base_url)
         rows.append(r)
     return {"source": "ctrlens", "channel": channel, "alerts": rows}
-
-
-def jsonable(x: Any) -> Any:
-    """A JSON-safe copy: NaN and infinities (stored evidence may hold them) become null."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def payload(channel: Channel, item: Item, base_url: str | None) -> bytes:

@@ -51,11 +51,12 @@ def write_day(store, model: str, day: str, rows, evidence=None) -> int:
     return vid
 
 
-def notifier(channels, *, env=None, sleeps=None, now=None, **retry):
+def notifier(channels, *, env=None, sleeps=None, now=None, max_age_days=None, **retry):
     from ctrlens.notify import parse_notify
     from ctrlens.notify.deliver import Notifier
 
-    cfg = parse_notify({"base_url": BASE + "/", "retry": {"attempts": 3, "backoff_s": 0.5, **retry}, "channels": channels})
+    cfg = parse_notify({"base_url": BASE + "/", "retry": {"attempts": 3, "backoff_s": 0.5, **retry}, "channels": channels,
+                        "max_age_days": max_age_days})  # fmt: skip
     kw = {"now": now} if now else {}
     return Notifier(cfg, env=env or {}, sleep=(sleeps.append if sleeps is not None else (lambda s: None)), **kw)
 
@@ -230,6 +231,15 @@ def test_two_senders_at_once_deliver_each_alert_once(store_url: str) -> None:
             assert sorted(deliveries.log(s)["alert_id"]) == [1, 2, 3]
     finally:
         h.close()
+
+
+def test_a_backfill_of_old_days_pages_nobody_with_max_age_days(tmp_path: Path, hook) -> None:
+    with _store(f"sqlite:///{tmp_path / 's.sqlite'}") as s:
+        write_day(s, "din", "2026-01-02", [("broken_feature", "f0", "critical", 105.0)])  # last month
+        write_day(s, "din", "2026-02-01", [("oov_surge", "f2", "warning", 95.0)])  # last night
+        clock = lambda: dt.datetime(2026, 2, 2, 3, 30)  # noqa: E731
+        out = notifier([{"name": "hook", "type": "webhook", "format": "json", "url": hook.url}], now=clock, max_age_days=3).deliver(s)
+        assert out.channels[0].sent == [2] and [p["json"]["alerts"][0]["subject"] for p in hook.posts] == ["f2"]
 
 
 def test_reopened_alert_is_sent_again(store_url: str, hook) -> None:

@@ -4,6 +4,7 @@
 
     notify:
       base_url: https://ctrlens.example.com      # links in messages open this dashboard
+      max_age_days: 3                            # a backfill of older days pages nobody (default: no limit)
       retry: {attempts: 3, backoff_s: 2, max_backoff_s: 900}
       channels:
         - name: team-slack
@@ -140,12 +141,17 @@ class Channel:
 
 @dataclass(frozen=True)
 class NotifyConfig:
-    """Channels, the dashboard's base URL, the retry policy and the metrics textfile."""
+    """Channels, the dashboard's base URL, the retry policy and the metrics textfile.
+
+    ``max_age_days``: alerts last seen more than this many days before today (the clock's UTC
+    date) are not sent -- a backfill of last month then fills the store without paging anyone.
+    None: no limit."""
 
     channels: tuple[Channel, ...] = ()
     base_url: str | None = None
     retry: Retry = field(default_factory=Retry)
     metrics_textfile: Path | None = None
+    max_age_days: int | None = None
 
     def channel(self, name: str) -> Channel:
         for c in self.channels:
@@ -239,6 +245,9 @@ def parse_notify(notify: Any, metrics: Any = None, *, source: str = "config", ba
     base_url = r.string("base_url")
     if base_url is not None and not re.match(r"^https?://[^/\s]+", base_url):
         raise r.err("base_url", f"expected the dashboard's address, http(s)://host[:port][/prefix], got {base_url!r}")
+    max_age = r.get("max_age_days")
+    if max_age is not None:
+        max_age = r.number("max_age_days", 0, lo=0, integer=True)
     rr = _R(r.get("retry", {}), "notify.retry", source)
     retry = Retry(attempts=rr.number("attempts", 3, lo=1, integer=True), backoff_s=rr.number("backoff_s", 2.0, lo=0),
                   max_backoff_s=rr.number("max_backoff_s", 900.0, lo=0))  # fmt: skip
@@ -256,7 +265,7 @@ def parse_notify(notify: Any, metrics: Any = None, *, source: str = "config", ba
     if dup:
         raise r.err("channels", f"duplicate channel name(s) {dup}; the delivery log tells channels apart by name")
     r.done()
-    return NotifyConfig(channels, base_url.rstrip("/") if base_url else None, retry, textfile)
+    return NotifyConfig(channels, base_url.rstrip("/") if base_url else None, retry, textfile, max_age)
 
 
 def _channel(d: Any, where: str, source: str, base: Path) -> Channel:

@@ -123,6 +123,9 @@ class Notifier:
             return out
         frame = deliveries.open_alerts(store, models=models)
         alerts = messages.items(frame)
+        if self.cfg.max_age_days is not None:  # old news: a backfill, not last night
+            oldest = (self.now().date() - dt.timedelta(days=self.cfg.max_age_days)).isoformat()
+            alerts = [a for a in alerts if a.last_seen >= oldest]
         in_scope = set(scope) if scope is not None else None
         for ch in channels:
             co = ChannelOutcome(ch.name, ch.type, ch.target)

@@ -488,3 +488,14 @@ def test_email_over_starttls_and_tls_with_login_verifies_the_server(tmp_path: Pa
             assert len(box.messages) == 1 and box.messages[0]["Subject"] == "[ctrlens] 1 new alert (1 critical): din"
     finally:
         box.close()
+
+
+def test_a_malformed_secret_url_fails_without_quoting_it(tmp_path: Path) -> None:
+    from ctrlens.store import deliveries
+
+    with _store(f"sqlite:///{tmp_path / 's.sqlite'}") as s:
+        write_day(s, "din", "2026-01-02", [("broken_feature", "f0", "critical", 105.0)])
+        for bad in ("hooks.slack.com/services/T0/B0/s3cret", "http://127.0.0.1:s3cret/x"):
+            out = notifier([{"name": "hook", "type": "webhook", "url_env": "U"}], env={"U": bad}, attempts=1).deliver(s, retry_now=True)
+            assert not out.ok and "s3cret" not in json.dumps(out.to_dict())
+        assert "s3cret" not in deliveries.log(s).to_string()

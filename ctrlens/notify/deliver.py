@@ -16,6 +16,7 @@ model-day's alerts), and once at the end of its run (every channel: the e-mail d
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import os
 import smtplib
 import ssl
@@ -182,10 +183,11 @@ class Notifier:
             co.tries += 1
             try:
                 self._send(ch, [a for a, _, _ in claimed], reports)
-            except SendError as e:
-                err = str(e)[:1000]
+            except Exception as e:  # noqa: BLE001 - a failed try is recorded, never raised
+                # anything but our own SendError is named by type only: its text might quote a secret
+                err = (str(e) if isinstance(e, SendError) else f"{ch.type} failed: {type(e).__name__}")[:1000]
                 now = self.now()
-                last = k == retry.attempts or not e.retriable
+                last = k == retry.attempts or (isinstance(e, SendError) and not e.retriable)
                 deliveries.finish(store, [rid for _, _, rid in claimed], status="failed", now=now, error=err,
                                   next_attempt_at=now + dt.timedelta(seconds=retry.wait(max(at for _, at, _ in claimed))))  # fmt: skip
                 if err not in co.errors:
@@ -255,9 +257,11 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) ->
             status = resp.status
     except urllib.error.HTTPError as e:
         raise SendError(f"webhook answered HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise SendError(f"webhook unreachable: {type(reason).__name__}: {reason}") from None
+    except (ValueError, http.client.HTTPException) as e:  # their messages may quote the URL: name the type only
+        raise SendError(f"webhook: {type(e).__name__} (is the URL a valid http(s):// URL?)") from None
     if not 200 <= status < 300:
         raise SendError(f"webhook answered HTTP {status}")
 

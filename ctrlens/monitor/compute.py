@@ -39,7 +39,8 @@ from ctrlens.models.interface import ModelView
 from ctrlens.monitor.config import ModelWatch
 from ctrlens.results import COLUMNS, Result
 
-#: A per-day image override some datasets carry (the synthetic world's "blank_images" days).
+#: Observations (``(subject_kind, statistic)``) that depend on the checkpoint: a back-test recomputes them.
+MODEL_OBSERVATIONS = frozenset({("position", "seen_gap")})
 
 
 @dataclass
@@ -314,6 +315,7 @@ def compute_day(
     train_day: str | None = None,
     initial: Any = None,
     progress=None,
+    model_only: bool = False,
 ) -> DayResults:
     """All results of ``view`` on ``day`` of ``dataset`` (see the module docstring).
 
@@ -327,6 +329,10 @@ def compute_day(
         initial: the model before training (its step-0 checkpoint), for the embedding rows looked up
             today that training never updated (new ids the model knows nothing about).
         progress: ``progress(step_name)`` callback.
+        model_only: only the checkpoint-dependent results (quality, neurons, embedding health,
+            probes, saliency / importance, PAL's seen-curve gap) -- for a back-test of a new
+            checkpoint on reference days (:func:`ctrlens.monitor.job.backtest`); input statistics
+            are checkpoint-free and already stored for those days.
     """
     from ctrlens.data.stats import field_stats
 
@@ -340,8 +346,9 @@ def compute_day(
     obs: list[dict[str, Any]] = []
     meta: dict[str, Any] = {"heads": heads, "skipped": {}}
     t0 = time.perf_counter()
-    step("field statistics")
-    out["field_stats"] = field_stats(dataset, day, reference_edges=field_edges)
+    if not model_only:
+        step("field statistics")
+        out["field_stats"] = field_stats(dataset, day, reference_edges=field_edges)
     t["field_stats"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -394,17 +401,18 @@ def compute_day(
         out["saliency"] = Result("saliency", pd.concat(frames, ignore_index=True),
                                  {**sal_meta, "day": day, "permutation": watch.permutation,
                                   "permutation_rows": sum(len(b) for b in batches)})  # fmt: skip
-    t0 = time.perf_counter()
-    obs += dependence_observations(batches, dataset.schema)
-    t["dependence"] = time.perf_counter() - t0
+    if not model_only:
+        t0 = time.perf_counter()
+        obs += dependence_observations(batches, dataset.schema)
+        t["dependence"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     p_obs, p_info = position_observations(dataset, day, seen)
-    obs += p_obs
+    obs += [o for o in p_obs if not model_only or (o["subject_kind"], o["statistic"]) in MODEL_OBSERVATIONS]
     meta["position"] = p_info
     t["position"] = time.perf_counter() - t0
 
-    if train_day is not None and train_day != day:
+    if train_day is not None and train_day != day and not model_only:
         t0 = time.perf_counter()
         step("checkpoint checks")
         c_obs, c_info = _checkpoint_checks(view, dataset, train_day, summary, quality, heads, watch,
@@ -475,9 +483,218 @@ def _checkpoint_checks(view: ModelView, dataset: Any, train_day: str, today_summ
     return obs, info
 
 
+# ------------------------------------------------------------------------------------- checkpoint change
+
+#: Fixed thresholds of the checkpoint change report (old vs new checkpoint on the same rows). They are
+#: physical sizes, wide enough for an ordinary retrain (a new day of data, the same recipe) and far below
+#: what a broken training run produces; the AUC one is widened by its sampling noise.
+CHANGE_THRESHOLDS = {
+    "auc_delta": -0.02,  # new AUC - old AUC on the same rows (a regression)
+    "log_mean_abs_ratio": math.log(10.0),  # a layer's mean |activation| grew tenfold (exploding scale)
+    "dead_fraction_delta": 0.2,  # share of the layer's units that are newly dead
+    "saturated_fraction_delta": 0.2,  # share of activations newly in saturation
+    "reinit_frac": 0.05,  # looked-up rows whose vector no longer resembles the old one (cos < 0.3)
+    "log_rank_ratio": math.log(0.5),  # effective rank of the looked-up rows halved (collapse)
+    "excess_train_test_gap": 0.05,  # over-fitting: train-vs-test AUC gap beyond the old checkpoint's own
+}
+
+
+def _predictions(view: ModelView, batches: list[Batch], heads: list[str], device: torch.device) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """head -> (labels ``[n]``, predicted probabilities ``[n]``) over ``batches`` (masked rows removed)."""
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {h: [] for h in heads}
+    model = view.model
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for b in batches:
+                b = b.to(device) if device.type != "cpu" else b
+                o = view(b)
+                for h in heads:
+                    spec = view.heads[h]
+                    y, mask = spec.target(b)
+                    p = o[spec.output].reshape(-1).double()
+                    if mask is not None:
+                        p = p[mask]
+                    out[h].append((y.double().cpu().numpy(), p.cpu().numpy()))
+    finally:
+        model.train(was)
+    return {h: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v])) for h, v in out.items() if v}
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(q / (1 - q))
+
+
+def _auc_of(y: np.ndarray, p: np.ndarray) -> float:
+    from ctrlens.metrics import auc
+
+    try:
+        return float(auc(y, p))
+    except Exception:  # one class only
+        return float("nan")
+
+
+def embedding_change(old: ModelView, new: ModelView, seen: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per embedding table, the rows looked up today (``seen``: table -> row indices) in the old and the
+    new checkpoint: the share of rows whose vector no longer resembles the old one (cosine < 0.3: a row
+    re-initialised or overwritten), the median row-norm ratio and the effective-rank ratio.
+
+    Columns: ``table, rows, reinit_frac, norm_ratio, rank_ratio, cos_p10``."""
+    from ctrlens.neurons.embedding import effective_rank, spectrum, table_weight
+
+    rows = []
+    for t, mod in new.tables.items():
+        if t not in old.tables or t not in seen:
+            continue
+        idx = torch.as_tensor(np.asarray(seen[t], dtype=np.int64))
+        wn, wo = table_weight(mod, t).detach().cpu().double(), table_weight(old.tables[t], t).detach().cpu().double()
+        if wn.shape != wo.shape or idx.numel() < 2:
+            continue
+        a, b = wo[idx], wn[idx]
+        na, nb = a.norm(dim=1), b.norm(dim=1)
+        cos = (a * b).sum(1) / (na * nb).clamp_min(1e-12)
+        ratio = nb / na.clamp_min(1e-12)
+        # a row is "replaced" when its direction is no longer the old one's, or it shrank threefold; a row
+        # that only grew is a rare id being learned (its old vector was still near its initial value)
+        replaced = ((cos < 0.3) | (ratio < 1 / 3.0)) & (na > 1e-12)
+        ra = effective_rank(spectrum(a))
+        rb = effective_rank(spectrum(b))
+        rows.append({"table": t, "rows": int(idx.numel()), "reinit_frac": float(replaced.double().mean()),
+                     "reinit_rows": int(replaced.sum()), "norm_ratio": float(ratio.median()),
+                     "rank_ratio": float(rb / ra) if ra > 0 else float("nan"), "cos_median": float(cos.median()),
+                     "cos_p10": float(torch.quantile(cos, 0.1))})  # fmt: skip
+    return pd.DataFrame(rows, columns=EMBEDDING_CHANGE_COLUMNS)
+
+
+EMBEDDING_CHANGE_COLUMNS = ["table", "rows", "reinit_frac", "reinit_rows", "norm_ratio", "rank_ratio", "cos_median", "cos_p10"]
+
+
+def bulk_unchanged(cos_median: float, norm_ratio: float) -> bool:
+    """The bulk of a table's rows is as the previous checkpoint left it (median cosine >= 0.9, median
+    norm ratio within 1.5x): then rows replaced are a partial overwrite, not the whole training run
+    moving (a diverged or over-trained run moves every row)."""
+    return bool(cos_median >= 0.9 and 1 / 1.5 <= norm_ratio <= 1.5)
+
+
+def checkpoint_change(old: ModelView, new: ModelView, dataset: Any, day: str, watch: ModelWatch, *, new_summary: Any,
+                      batch_size: int, seed: int, device: str = "cpu", old_train_day: str | None = None,
+                      new_train_day: str | None = None, new_check: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """The **checkpoint change report**: the previous checkpoint ``old`` against the new one ``new`` on
+    the *same rows* (today's seeded neuron sample, the rows of ``new_summary``).
+
+    Per head: AUC of each (and their difference), calibration, prediction agreement (Pearson
+    correlation of the logits, mean |p_new - p_old|). Per layer: mean |activation| ratio, dead and
+    saturated fractions (old, new). Per embedding table: :func:`embedding_change`. Over-fitting,
+    calibrated on the old checkpoint: the new checkpoint's AUC gap between its last training day
+    (``new_check`` from :func:`compute_day`) and today, minus the old checkpoint's gap between *its*
+    last training day ``old_train_day`` and today -- an ordinary recipe memorises as much as its
+    predecessor did, an over-trained run much more.
+
+    Returns ``(observations, info)``: observations are drift rows with fixed thresholds
+    (:data:`CHANGE_THRESHOLDS`, subject kind ``checkpoint_change``); info holds every number for the
+    report and the findings' evidence.
+    """
+    from ctrlens.monitor.drift import auc_se
+
+    dev = torch.device(device)
+    for v in (old, new):
+        if v.device != dev:
+            v.model.to(dev)
+    heads = [h for h in labelled_heads(new, watch.heads) if h in old.heads]
+    batches = sample_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed)
+    obs: list[dict[str, Any]] = []
+    info: dict[str, Any] = {"day": day, "rows": sum(len(b) for b in batches), "heads": {}, "layers": {}, "tables": {},
+                            "overfit": {}}  # fmt: skip
+    T = CHANGE_THRESHOLDS
+    po, pn = _predictions(old, batches, heads, dev), _predictions(new, batches, heads, dev)
+    for h in heads:
+        if h not in po or h not in pn:
+            continue
+        y, p_old = po[h]
+        _, p_new = pn[h]
+        a_old, a_new = _auc_of(y, p_old), _auc_of(y, p_new)
+        pos = float(y.sum())
+        se = auc_se(a_old, pos, len(y) - pos)
+        lo, ln = _logit(p_old), _logit(p_new)
+        corr = float(np.corrcoef(lo, ln)[0, 1]) if lo.std() > 0 and ln.std() > 0 else float("nan")
+        cal_o = float(p_old.sum() / pos) if pos else float("nan")
+        cal_n = float(p_new.sum() / pos) if pos else float("nan")
+        info["heads"][h] = {"auc_old": a_old, "auc_new": a_new, "auc_se": se, "calibration_old": cal_o,
+                            "calibration_new": cal_n, "logit_corr": corr,
+                            "mean_abs_dp": float(np.abs(p_new - p_old).mean())}  # fmt: skip
+        # the two AUCs are paired (same rows): their difference is noisier than neither, quieter than both
+        thr = min(T["auc_delta"], -1.5 * se)
+        obs.append({"subject_kind": "checkpoint_change", "subject": h, "statistic": "auc_delta", "value": a_new - a_old,
+                    "sides": "below", "fixed_threshold": thr, "fixed_only": True,
+                    "why": f"new checkpoint's AUC minus the old one's on the same {len(y)} rows < {thr:.3g}"})  # fmt: skip
+    # layers: the old checkpoint's hooked pass on the same rows
+    old_summary, _, _ = hooked_pass(old, batches, [], layers=watch.layers, edges=None, seed=seed, device=dev)
+    lo_, ln_ = old_summary.layers().set_index("layer"), new_summary.layers().set_index("layer")
+    for la in ln_.index.intersection(lo_.index):
+        o_, n_ = lo_.loc[la], ln_.loc[la]
+        rec = {"activation": n_["activation"], "mean_abs_old": float(o_["mean_abs"]), "mean_abs_new": float(n_["mean_abs"]),
+               "dead_old": float(o_["dead_fraction"]), "dead_new": float(n_["dead_fraction"]),
+               "saturated_old": float(o_["saturated_fraction"]), "saturated_new": float(n_["saturated_fraction"])}  # fmt: skip
+        info["layers"][la] = rec
+        if rec["mean_abs_old"] > 0 and rec["mean_abs_new"] > 0:
+            obs.append({"subject_kind": "checkpoint_change", "subject": la, "statistic": "log_mean_abs_ratio",
+                        "value": math.log(rec["mean_abs_new"] / rec["mean_abs_old"]), "sides": "above",
+                        "fixed_threshold": T["log_mean_abs_ratio"], "fixed_only": True,
+                        "why": "the layer's mean |activation| on the same rows grew more than tenfold"})  # fmt: skip
+        obs.append({"subject_kind": "checkpoint_change", "subject": la, "statistic": "dead_fraction_delta",
+                    "value": rec["dead_new"] - rec["dead_old"], "sides": "above", "fixed_threshold": T["dead_fraction_delta"],
+                    "fixed_only": True, "why": "share of the layer's units newly dead on the same rows"})  # fmt: skip
+        if np.isfinite(rec["saturated_new"]) and np.isfinite(rec["saturated_old"]):
+            obs.append({"subject_kind": "checkpoint_change", "subject": la, "statistic": "saturated_fraction_delta",
+                        "value": rec["saturated_new"] - rec["saturated_old"], "sides": "above",
+                        "fixed_threshold": T["saturated_fraction_delta"], "fixed_only": True,
+                        "why": "share of the layer's activations newly in saturation on the same rows"})  # fmt: skip
+    # embedding tables: the rows looked up today
+    seen = getattr(new_summary, "seen", None) or {}
+    emb = embedding_change(old, new, seen)
+    for r in emb.itertuples(index=False):
+        rec = {k: getattr(r, k) for k in EMBEDDING_CHANGE_COLUMNS[1:]}
+        rec["bulk_unchanged"] = bulk_unchanged(r.cos_median, r.norm_ratio)
+        info["tables"][r.table] = rec
+        if r.reinit_rows >= 5:  # a handful of rows of a tiny table is not evidence
+            obs.append({"subject_kind": "checkpoint_change", "subject": r.table, "statistic": "reinit_frac",
+                        "value": r.reinit_frac, "sides": "above", "fixed_threshold": T["reinit_frac"], "fixed_only": True,
+                        "why": "share of today's looked-up rows replaced (cos < 0.3 or norm shrank > 3x) vs the old checkpoint"})  # fmt: skip
+        if np.isfinite(r.rank_ratio) and r.rank_ratio > 0:
+            obs.append({"subject_kind": "checkpoint_change", "subject": r.table, "statistic": "log_rank_ratio",
+                        "value": math.log(r.rank_ratio), "sides": "below", "fixed_threshold": T["log_rank_ratio"],
+                        "fixed_only": True, "why": "effective rank of the looked-up rows halved (collapse)"})  # fmt: skip
+    # over-fitting, calibrated on the old checkpoint's own train-vs-test gap
+    new_auc = (new_check or {}).get("auc", {})
+    if old_train_day is not None and old_train_day != day and new_auc:
+        tb = sample_batches(dataset, old_train_day, watch.rows.neurons, batch_size=batch_size, seed=seed)
+        pt = _predictions(old, tb, list(new_auc), dev)
+        for h, v in new_auc.items():
+            if h not in pt or h not in po:
+                continue
+            old_gap = _auc_of(*pt[h]) - _auc_of(*po[h])
+            new_gap = float(v["train"] - v["today"])
+            y = po[h][0]
+            se = auc_se(float(v["today"]), float(y.sum()), float(len(y) - y.sum()))
+            thr = max(T["excess_train_test_gap"], 3.0 * se)
+            info["overfit"][h] = {"new_train_day": new_train_day, "old_train_day": old_train_day, "new_gap": new_gap,
+                                  "old_gap": old_gap, "threshold": thr}  # fmt: skip
+            obs.append({"subject_kind": "checkpoint_change", "subject": h, "statistic": "excess_train_test_gap",
+                        "value": new_gap - old_gap, "sides": "above", "fixed_threshold": thr, "fixed_only": True,
+                        "why": f"(train - today AUC) of the new checkpoint minus the same gap of the old one > {thr:.3g}"})  # fmt: skip
+    return obs, info
+
+
 __all__ = [
+    "CHANGE_THRESHOLDS",
     "DayResults",
+    "MODEL_OBSERVATIONS",
+    "checkpoint_change",
     "compute_day",
+    "bulk_unchanged",
+    "embedding_change",
     "ctr_by_position",
     "dependence",
     "examination_slope",

@@ -46,12 +46,14 @@ from ctrlens.results import COLUMNS, Result, jsonable
 
 ROOT_FINDINGS = (
     "image_pipeline_broken", "broken_feature", "oov_surge", "dead_neurons", "overfitting",
-    "position_bias_change", "distribution_shift", "new_items",
+    "position_bias_change", "distribution_shift", "new_items", "embedding_corruption", "exploding_activations",
+    "saturated_neurons", "model_regression",
 )  # fmt: skip
 BASE_SCORE = {
     "image_pipeline_broken": 100, "broken_feature": 100, "oov_surge": 95, "dead_neurons": 90, "saturated_neurons": 90,
-    "overfitting": 88, "position_bias_change": 85, "distribution_shift": 80, "new_items": 70, "calibration_drift": 60,
+    "overfitting": 94, "position_bias_change": 85, "distribution_shift": 80, "new_items": 70, "calibration_drift": 60,
     "quality_drop": 50, "saliency_shift": 40, "probe_drop": 35, "neuron_drift": 30,
+    "embedding_corruption": 96, "exploding_activations": 93, "model_regression": 87, "checkpoint_change": 5,
 }  # fmt: skip
 #: Paging severities: an ``info`` finding is recorded and shown, but is not a new alert for cron.
 PAGING = ("critical", "warning")
@@ -85,6 +87,15 @@ ACTIONS = {
     "check whether the checkpoint changed or another field broke.",
     "probe_drop": "A layer carries less linearly readable signal than usual: look for dead or saturated units and "
     "for input fields that broke upstream of it.",
+    "embedding_corruption": "Rows of this embedding table were re-initialised or overwritten in the new checkpoint "
+    "(a bad partial restore, a sharded save that lost a shard, an id re-mapping applied to the weights): roll back to "
+    "the previous checkpoint and check how the table is saved, restored and re-sized.",
+    "exploding_activations": "The new checkpoint's activations in this layer are an order of magnitude larger than "
+    "its predecessor's on the same rows: a training run that diverged (learning rate too high, no gradient clipping, "
+    "bad input scaling). Roll back to the previous checkpoint and check the run's learning rate and loss curve.",
+    "model_regression": "The new checkpoint ranks the same rows worse than the checkpoint it replaced: do not keep "
+    "serving it; roll back and check the training run (learning rate, days, data of the run).",
+    "checkpoint_change": "Informational: what changed between the previous and the new checkpoint on the same rows.",
     "neuron_drift": "Many neurons of this layer see different inputs than on the reference days; usually a symptom of "
     "an input change -- look at the input fields.",
 }
@@ -324,6 +335,10 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
             {"ctr_by_position": pinfo.get("ctr_by_position"), "seen_curve": pinfo.get("seen_curve")},
         ))  # fmt: skip
 
+    # -- checkpoint change report: the old and the new checkpoint on the same rows --------------------
+    findings += _checkpoint_change_findings(d, a, ctx)
+    changed = bool(ctx.extra.get("checkpoint_change"))
+
     # -- checkpoint: dead / saturated units, over-fitting --------------------------------------------
     lay = a[a["subject_kind"] == "layer"]
     for la, g in lay.groupby("subject"):
@@ -340,15 +355,18 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
                 list(rows.itertuples(index=False)), [{"label": f"layer {la}", "url": link("/neurons", ctx, layer=la)}],
             ))  # fmt: skip
     ck = a[a["subject_kind"] == "checkpoint"]
-    if len(ck):
+    if len(ck) and not changed:  # with a previous checkpoint, the calibrated excess gap decides (above)
         info = ctx.extra.get("checkpoint_check", {})
         heads = [h for h in ck["subject"] if h in ctx.heads] or list(ctx.heads)[:1] or ["model"]
         worst = ck.sort_values("severity", ascending=False).iloc[0]
         auc = info.get("auc", {})
         nums = "; ".join(f"{h} AUC {_fmt(v['train'])} on {info.get('train_day')} vs {_fmt(v['today'])} today" for h, v in auc.items())
+        # no previous checkpoint to calibrate the gap against: a memorising recipe (ids seen in training)
+        # has a big train-vs-test gap by design, so the uncalibrated check is recorded, not paged
         findings.append(_Finding(
-            "overfitting", heads[0], "critical", strength(ck),
-            f"The new checkpoint looks over-fitted: {worst['statistic']} {_fmt(worst['value'])} for {worst['subject']}"
+            "overfitting", heads[0], "info", strength(ck),
+            f"The checkpoint fits its training day much better than new days (not calibrated: no previous checkpoint "
+            f"to compare with): {worst['statistic']} {_fmt(worst['value'])} for {worst['subject']}"
             + (f" ({nums})" if nums else ""),
             list(ck.itertuples(index=False)),
             [{"label": f"layer {s}", "url": link("/neurons", ctx, layer=s, compare=info.get("train_day"))}
@@ -423,6 +441,93 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
         ))  # fmt: skip
 
     return _result(findings, ctx)
+
+
+def _checkpoint_change_findings(d: pd.DataFrame, a: pd.DataFrame, ctx: Context) -> list[_Finding]:
+    """Findings of the checkpoint change report (``checkpoint_change`` rows, see
+    :func:`ctrlens.monitor.compute.checkpoint_change`): the model axis, judged on the same rows for
+    both checkpoints, so no input change can cause them."""
+    info = ctx.extra.get("checkpoint_change") or {}
+    if not info:
+        return []
+    out: list[_Finding] = []
+    ch = a[a["subject_kind"] == "checkpoint_change"]
+    prev = info.get("previous_version_id")
+
+    def nlink(layer: str | None = None) -> list[dict[str, str]]:
+        return [{"label": f"layer {layer}" if layer else "neurons", "url": link("/neurons", ctx, layer=layer)}]
+
+    heads = info.get("heads", {})
+    for r in ch.itertuples(index=False):
+        st, subj = r.statistic, r.subject
+        if st == "excess_train_test_gap":
+            o = info.get("overfit", {}).get(subj, {})
+            out.append(_Finding(
+                "overfitting", subj, "critical", r.severity,
+                f"The new checkpoint is over-fitted: its {subj} AUC gap between its training day {o.get('new_train_day')} "
+                f"and today is {_fmt(o.get('new_gap'))}, against {_fmt(o.get('old_gap'))} for the previous checkpoint "
+                f"(its own training day {o.get('old_train_day')})", [r], nlink(),
+                {"overfit": o, "previous_version_id": prev},
+            ))  # fmt: skip
+        elif st == "auc_delta":
+            h = heads.get(subj, {})
+            out.append(_Finding(
+                "model_regression", subj, "critical", r.severity,
+                f"The new checkpoint ranks worse than the previous one on the same {info.get('rows')} rows: {subj} AUC "
+                f"{_fmt(h.get('auc_new'))} vs {_fmt(h.get('auc_old'))} (logit correlation {_fmt(h.get('logit_corr'))})",
+                [r], [{"label": f"quality {subj}", "url": link("/quality", ctx, head=subj)}],
+                {"head": h, "previous_version_id": prev},
+            ))  # fmt: skip
+        elif st == "log_mean_abs_ratio":
+            la = info.get("layers", {}).get(subj, {})
+            out.append(_Finding(
+                "exploding_activations", subj, "critical", r.severity,
+                f"New checkpoint: layer {subj} ({la.get('activation')}) has a mean |activation| of "
+                f"{_fmt(la.get('mean_abs_new'))} on the same rows, {math.exp(r.value):.3g}x the previous checkpoint's "
+                f"{_fmt(la.get('mean_abs_old'))}", [r], nlink(subj), {"layer": la, "previous_version_id": prev},
+            ))  # fmt: skip
+        elif st in ("dead_fraction_delta", "saturated_fraction_delta"):
+            la = info.get("layers", {}).get(subj, {})
+            dead = st == "dead_fraction_delta"
+            new_v, old_v = (la.get("dead_new"), la.get("dead_old")) if dead else (la.get("saturated_new"), la.get("saturated_old"))
+            out.append(_Finding(
+                "dead_neurons" if dead else "saturated_neurons", subj, "critical" if r.value >= 0.25 else "warning", r.severity,
+                f"New checkpoint: {_fmt(new_v, True)} of layer {subj}'s units are {'dead' if dead else 'saturated'} on the "
+                f"same rows (previous checkpoint {_fmt(old_v, True)}; {la.get('activation')})", [r], nlink(subj),
+                {"layer": la, "previous_version_id": prev},
+            ))  # fmt: skip
+    tabs = ch[ch["statistic"].isin(["reinit_frac", "log_rank_ratio"])]
+    for t, g in tabs.groupby("subject"):
+        ti = info.get("tables", {}).get(t, {})
+        collapsed = (g["statistic"] == "log_rank_ratio").any()
+        # every row moving is the training run (see exploding_activations / overfitting), not a partial overwrite
+        partial = bool(ti.get("bulk_unchanged")) and (g["statistic"] == "reinit_frac").any()
+        if not (partial or collapsed):
+            continue
+        what = (f"{_fmt(ti.get('reinit_frac'), True)} of today's {ti.get('rows')} looked-up rows were replaced (direction "
+                f"or size no longer the previous checkpoint's) while the rest is as before (median cosine "
+                f"{_fmt(ti.get('cos_median'))}): re-initialised or overwritten rows") if partial else \
+            f"its looked-up rows collapsed: effective rank x{_fmt(ti.get('rank_ratio'))} of the previous checkpoint's"
+        out.append(_Finding(
+            "embedding_corruption", t, "critical", strength_of(g),
+            f"Embedding table {t} is damaged in the new checkpoint: {what}; median row norm x{_fmt(ti.get('norm_ratio'))}",
+            list(g.itertuples(index=False)),
+            [{"label": f"field {f}", "url": link("/features", ctx, field=f)} for tb, f in ctx.item_tables.items() if tb == t]
+            or nlink(), {"table": ti, "previous_version_id": prev},
+        ))  # fmt: skip
+    # the report itself: recorded every time the serving checkpoint changes
+    parts = [f"{h} AUC {_fmt(v.get('auc_old'))} -> {_fmt(v.get('auc_new'))}, logit correlation {_fmt(v.get('logit_corr'))}"
+             for h, v in heads.items()]  # fmt: skip
+    out.append(_Finding(
+        "checkpoint_change", "model", "info", 0.0,
+        f"The serving checkpoint changed (previous version {prev}); on the same {info.get('rows')} rows: " + "; ".join(parts),
+        list(ch.itertuples(index=False)), nlink(), {"report": info},
+    ))  # fmt: skip
+    return out
+
+
+def strength_of(rows: pd.DataFrame) -> float:
+    return float(rows["severity"].max()) if len(rows) else 0.0
 
 
 def _decoupled(a: pd.DataFrame, imp: dict[str, pd.DataFrame]) -> tuple[set[str], dict[str, list[Any]]]:

@@ -588,24 +588,73 @@ class DriftSuite:
         for o in obs:
             sk, subj, st = o["subject_kind"], o["subject"], o["statistic"]
             ref: list[float] = []
-            if not d.empty:
+            if not d.empty and not o.get("fixed_only"):
                 days = self._usable(sk, subj, self.h.days)
                 sel = d[(d["subject_kind"] == sk) & (d["subject"] == subj) & (d["statistic"] == st) & d["day"].isin(days)]
                 ref = list(sel.sort_values("day")["value"].astype(float))
-            if o.get("fixed_threshold") is not None and len(ref) < self.min_days:
+            if o.get("fixed_threshold") is not None and (len(ref) < self.min_days or o.get("fixed_only")):
                 thr = float(o["fixed_threshold"])
                 side = o.get("sides", "above")
                 v = float(o["value"])
-                ex = (v > thr) if side == "above" else (v < thr)
+                ex = bool(np.isfinite(v)) and ((v > thr) if side == "above" else (v < thr))
+                how = "fixed threshold" if o.get("fixed_only") else "fixed threshold (no reference yet)"
                 self.rows.append({"subject_kind": sk, "subject": subj, "statistic": st,
-                                  "method": f"fixed threshold (no reference yet): {o.get('why', '')}".strip(),
+                                  "method": f"{how}: {o.get('why', '')}".strip(),
                                   "value": v, "reference": float("nan"), "threshold": thr, "direction": side,
-                                  "alert": bool(ex), "severity": 1.0 if ex else 0.0})  # fmt: skip
+                                  "alert": bool(ex), "severity": _fixed_severity(v, thr, side) if ex else 0.0})  # fmt: skip
                 continue
             self.add(sk, subj, st, o["value"], ref, sides=o.get("sides", "both"), floor=o.get("floor"))
 
 
+# -------------------------------------------------------------------------------- two axes
+
+#: Drift subject kinds whose statistics depend on the checkpoint (plus PAL's ``position``/``seen_gap``).
+MODEL_SUBJECT_KINDS = frozenset({"importance", "saliency", "probe", "quality", "layer", "neuron", "embedding"})
+
+
+def is_model_row(subject_kind: str, statistic: str) -> bool:
+    """Whether a drift row's statistic depends on the checkpoint (input fields, labels, dependence
+    and the observed position slope do not)."""
+    return subject_kind in MODEL_SUBJECT_KINDS or (subject_kind, statistic) == ("position", "seen_gap")
+
+
+def both_axes(served: DriftSuite, backtested: DriftSuite) -> DriftSuite:
+    """Combine the drift rows of a day served by a new checkpoint.
+
+    ``served``: today against the reference days as they were served (each by its own checkpoint,
+    on days it had not trained on). ``backtested``: today against today's checkpoint scored on the
+    same reference days (:func:`ctrlens.monitor.job.backtest`). A checkpoint-dependent statistic
+    alerts only when **both** see it: against the served days alone, a new checkpoint would read as a
+    data change; against the back-test alone, the new checkpoint's own training days (in-sample:
+    higher AUC, memorised ids more important) would make every ordinary new day look broken. A data
+    change moves today against both. Checkpoint-free rows are the same in both suites.
+
+    Returns ``backtested`` with its rows updated (severity: the smaller of the two).
+    """
+    index = {(r["subject_kind"], r["subject"], r["statistic"]): r for r in served.rows}
+    for r in backtested.rows:
+        if not is_model_row(r["subject_kind"], r["statistic"]):
+            continue
+        s = index.get((r["subject_kind"], r["subject"], r["statistic"]))
+        ok = s is not None and bool(s["alert"])
+        if r["alert"] and not ok:
+            r["alert"], r["severity"] = False, 0.0
+        elif r["alert"]:
+            r["severity"] = float(min(r["severity"], s["severity"]))  # type: ignore[index]
+        if s is not None and np.isfinite(s["threshold"]):
+            r["method"] = f"{r['method']}; and against the served reference (threshold {s['threshold']:.4g})"
+    return backtested
+
+
 # -------------------------------------------------------------------------------- helpers
+
+
+def _fixed_severity(value: float, threshold: float, side: str) -> float:
+    """How far past a fixed threshold: ``value / threshold`` for thresholds away from zero on the
+    alerting side (2 at twice the threshold), at least 1."""
+    if threshold == 0 or not np.isfinite(threshold):
+        return 1.0
+    return float(max(value / threshold, 1.0))
 
 
 def _eq(col: str, value: Any):
@@ -667,6 +716,8 @@ __all__ = [
     "Band",
     "DriftSuite",
     "auc_se",
+    "both_axes",
+    "is_model_row",
     "FLOORS",
     "History",
     "Outcome",

@@ -34,7 +34,7 @@ import pandas as pd
 from ctrlens.errors import InputError
 from ctrlens.monitor.config import RUN_KIND, ModelWatch, NightlyConfig, config_dict
 from ctrlens.monitor.diagnosis import PAGING, Context, diagnose
-from ctrlens.monitor.drift import DriftSuite, History
+from ctrlens.monitor.drift import DriftSuite, History, both_axes
 from ctrlens.notify.hooks import RunNotifications
 from ctrlens.results import jsonable
 
@@ -264,6 +264,117 @@ def _alert_states(store: Any, model: str) -> dict[tuple[str, str], str]:
     return {(r.finding, r.subject): r.state for r in a.itertuples(index=False)}
 
 
+# ------------------------------------------------------------------------------------- model axis
+
+#: Result kinds that depend on the checkpoint. On a day served by a checkpoint that did not serve the
+#: reference days, these are compared with the *same checkpoint* on the reference days' data
+#: (:func:`backtest`), never with another checkpoint's numbers: a new model is not a data change.
+MODEL_KINDS = ("quality", "saliency", "probe", "layer_stats", "embedding_health", "neuron_stats")
+
+
+def backtest(view: Any, ds: Any, watch: ModelWatch, days: list[str], cfg: NightlyConfig, *,
+             neuron_edges: dict[str, tuple[float, float]] | None,
+             cache: dict[tuple[str, str], tuple[Any, Any]] | None = None) -> tuple[dict[str, Any], dict[str, tuple[float, float]] | None]:  # fmt: skip
+    """Score the reference ``days`` with today's checkpoint ``view``: its checkpoint-dependent results
+    there (:func:`~ctrlens.monitor.compute.compute_day` with ``model_only=True``; the same seeded
+    samples the nightly run uses, so a day the checkpoint did serve gives its nightly numbers).
+
+    Depends only on the data, the checkpoint and the configuration -- never on what the store holds --
+    so a backfill in any order gives the same answer. ``neuron_edges``: the version's histogram edges
+    when it has stored days; else the first back-test day's edges are taken for the others (and for
+    today). ``cache``: ``(weights hash, day) -> (edges, DayResults)``, reused within one job.
+
+    Returns ``(day -> DayResults, edges)``.
+    """
+    from ctrlens.monitor.compute import compute_day
+
+    info = view.model.ctrlens_checkpoint
+    out: dict[str, Any] = {}
+    edges = neuron_edges
+    for d in sorted(days):
+        key = (info.weights_hash, d)
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None and (edges is None or hit[0] == edges):
+            res = hit[1]
+        else:
+            res = compute_day(view, ds, d, watch, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
+                              neuron_edges=edges, version=info.version, model_only=True)  # fmt: skip
+            if cache is not None:
+                cache[key] = (edges, res)
+        if edges is None:
+            edges = _edges_of(res.results.get("layer_stats"))
+        out[d] = res
+    return out, edges
+
+
+def _edges_of(layer_stats: Any) -> dict[str, tuple[float, float]] | None:
+    if layer_stats is None:
+        return None
+    f = layer_stats.frame
+    out = {r.layer: (float(r.edges_json[0]), float(r.edges_json[-1])) for r in f.itertuples(index=False)
+           if isinstance(r.edges_json, list) and len(r.edges_json) >= 2}  # fmt: skip
+    return out or None
+
+
+def with_backtest(history: History, model: str, version_id: int, results: dict[str, Any]) -> History:
+    """``history`` with the checkpoint-dependent frames of the back-tested days replaced by the
+    back-test's (today's checkpoint on those days); checkpoint-free frames (input fields, labels,
+    dependence, observed position slope) are untouched."""
+    from ctrlens.monitor.compute import MODEL_OBSERVATIONS
+
+    if not results:
+        return history
+    days = set(results)
+    frames = dict(history.frames)
+    for kind in MODEL_KINDS:
+        parts = []
+        for d, res in sorted(results.items()):
+            r = res.results.get(kind)
+            if r is None or r.frame.empty:
+                continue
+            f = r.frame.copy()
+            f.insert(0, "run_kind", "backtest")
+            f.insert(0, "version_id", version_id)
+            f.insert(0, "model", model)
+            f.insert(0, "day", d)
+            parts.append(f)
+        old = frames.get(kind)
+        keep = old[~old["day"].isin(days)] if old is not None and len(old) else None
+        if parts or keep is not None:
+            frames[kind] = pd.concat([x for x in [keep, *parts] if x is not None], ignore_index=True)
+    dr = frames.get("drift")
+    if dr is not None and len(dr):
+        model_obs = pd.Series([(a, b) in MODEL_OBSERVATIONS for a, b in zip(dr["subject_kind"], dr["statistic"])], index=dr.index)
+        dr = dr[~(model_obs & dr["day"].isin(days))]
+        extra = [{"day": d, "subject_kind": o["subject_kind"], "subject": o["subject"], "statistic": o["statistic"],
+                  "value": float(o["value"]), "alert": False}
+                 for d, res in results.items() for o in res.observations
+                 if (o["subject_kind"], o["statistic"]) in MODEL_OBSERVATIONS]  # fmt: skip
+        frames["drift"] = pd.concat([dr, pd.DataFrame(extra)], ignore_index=True) if extra else dr
+    versions = {d: (version_id if d in days else v) for d, v in history.versions.items()}
+    return History(days=list(history.days), label=history.label + " (back-tested with today's checkpoint)",
+                   scheme=history.scheme, frames=frames, recent=history.recent, versions=versions)  # fmt: skip
+
+
+def previous_checkpoint(store: Any, model: str, day: str, version_id: int) -> tuple[str, int, str] | None:
+    """The checkpoint that served the latest nightly day before ``day`` if it is not ``version_id``:
+    ``(path, version id, that day)``, or ``None`` (same checkpoint, first day, or its file is gone)."""
+    done = [d for d in store.days(model=model, run_kind=RUN_KIND) if d < day]
+    if not done:
+        return None
+    r = store.runs(model=model, days=done[-1], run_kind=RUN_KIND)
+    r = r[r["status"] == "complete"]
+    if r.empty:
+        return None
+    rec = r.sort_values("finished_at").iloc[-1]
+    if int(rec["version_id"]) == version_id:
+        return None
+    path = (rec["params"] or {}).get("checkpoint")
+    if not path or not Path(path).exists():
+        return None
+    return str(path), int(rec["version_id"]), done[-1]
+
+
 # ------------------------------------------------------------------------------------- the job
 
 
@@ -280,6 +391,7 @@ class NightlyJob:
         self.cfg = cfg
         self.progress = progress or (lambda *a, **k: None)
         self._store = store
+        self._backtests: dict[tuple[str, str], tuple[Any, Any]] = {}  # (weights hash, day) -> back-test
 
     def run(self, *, day: str | None = None, start: str | None = None, end: str | None = None, force: bool = False) -> JobSummary:
         """Run the planned days (see :func:`plan_days`) for every model; returns the summary."""
@@ -374,6 +486,12 @@ class NightlyJob:
         history = load_history(store, watch.name, vid, day, cfg)
         field_edges = _field_edges(store, watch.name)
         neuron_edges, version_days = _neuron_edges(store, vid)
+        other = [d for d in history.days if history.versions.get(d) != vid]
+        bt_history = None
+        if other:  # reference days served by another checkpoint: back-test today's on them
+            self.progress("step", model=watch.name, day=day, step=f"back-test on {len(other)} reference day(s)")
+            bt, neuron_edges = backtest(view, ds, watch, other, cfg, neuron_edges=neuron_edges, cache=self._backtests)
+            bt_history = with_backtest(history, watch.name, vid, bt)
         train_day = None
         if not [d for d in version_days if d != day] and info.days_seen:
             seen = [d for d in info.days_seen if d < day and d in set(ds.days())]
@@ -389,17 +507,12 @@ class NightlyJob:
                           field_edges=field_edges, neuron_edges=neuron_edges, version=info.version, train_day=train_day,
                           initial=initial,
                           progress=lambda step: self.progress("step", model=watch.name, day=day, step=step))  # fmt: skip
+        change = self._checkpoint_change(store, ds, view, watch, day, vid, res, train_day)
         self.progress("step", model=watch.name, day=day, step="drift + diagnosis")
-        suite = DriftSuite(cfg.thresholds, history, min_days=cfg.reference.min_days)
+        suite = drift_suite(cfg, history, res, day)
+        if bt_history is not None:
+            suite = both_axes(suite, drift_suite(cfg, bt_history, res, day))
         r = res.results
-        suite.fields(r.get("field_stats"))
-        suite.quality(r.get("quality"))
-        suite.saliency(r.get("saliency"))
-        q = r.get("quality")
-        suite.probes(r.get("probe"), day, dict(zip(q.frame["head"], q.frame["actual_rate"])) if q is not None else None)
-        suite.layers(r.get("layer_stats"), r.get("neuron_stats"))
-        suite.embeddings(r.get("embedding_health"))
-        suite.observations(res.observations)
         last_version = history.versions.get(history.days[-1]) if history.days else None
         fs = r["field_stats"].frame
         ctx = Context(
@@ -410,13 +523,16 @@ class NightlyJob:
             image_sources={f.name: f.source for f in ds.schema.images},
             item_tables={ds.schema.table_of(f.name).table_name: f.name for f in ds.schema.sparse if f.role == "item"},
             compare=history.days[-1] if history.days else None,
-            extra={"position": res.meta.get("position", {}), "checkpoint_check": res.meta.get("checkpoint_check", {})},
+            extra={"position": res.meta.get("position", {}), "checkpoint_check": res.meta.get("checkpoint_check", {}),
+                   "checkpoint_change": change},
         )  # fmt: skip
         alerts = diagnose(suite.frame(), ctx)
         drift = suite.result({"model": watch.name, "day": day, "version_id": vid,
                               "neurons": {la: {"share": v["share"], "reference_share": v["reference_share"],
                                                "layer_threshold": v["layer_threshold"]} for la, v in suite.neurons.items()}})  # fmt: skip
         before = _alert_states(store, watch.name)
+        if change:
+            res.meta["checkpoint_change"] = change
         params = {"config": config_dict(cfg), "model": watch.name, "checkpoint": o.checkpoint, "version": info.version,
                   "reference_days": history.days, "train_day": train_day, "compute": jsonable(res.meta)}  # fmt: skip
         store.write_day(vid, day, RUN_KIND, [*r.values(), drift, alerts], params=params)
@@ -432,6 +548,46 @@ class NightlyJob:
                 o.new_alerts.append({"alert_id": int(rec.alert_id), "finding": rec.finding, "subject": rec.subject,
                                      "severity": rec.severity, "title": rec.title})  # fmt: skip
         o.timings = dict(res.meta.get("seconds", {}))
+
+
+    def _checkpoint_change(self, store: Any, ds: Any, view: Any, watch: ModelWatch, day: str, vid: int, res: Any,
+                           train_day: str | None) -> dict[str, Any]:  # fmt: skip
+        """On the day the serving checkpoint changes: the old and the new one on the same rows
+        (:func:`~ctrlens.monitor.compute.checkpoint_change`); its observations join today's. ``{}``
+        on any other day."""
+        from ctrlens.monitor.compute import checkpoint_change
+
+        prev = previous_checkpoint(store, watch.name, day, vid)
+        if prev is None:
+            return {}
+        try:
+            old = self._models.load(Path(prev[0]))
+        except InputError:  # the old checkpoint no longer loads for this schema: no comparison
+            return {}
+        self.progress("step", model=watch.name, day=day, step="checkpoint change report")
+        have = set(ds.days())
+        seen = [d for d in (old.model.ctrlens_checkpoint.days_seen or []) if d < day and d in have]
+        obs, info = checkpoint_change(old, view, ds, day, watch, new_summary=res.neuron_summary, batch_size=self.cfg.batch_size,
+                                      seed=self.cfg.seed, device=self.cfg.device, old_train_day=seen[-1] if seen else None,
+                                      new_train_day=train_day, new_check=res.meta.get("checkpoint_check"))  # fmt: skip
+        res.observations.extend(obs)
+        info.update(previous_version_id=prev[1], previous_checkpoint=prev[0], previous_day=prev[2])
+        return info
+
+
+def drift_suite(cfg: NightlyConfig, history: History, res: Any, day: str) -> DriftSuite:
+    """Every drift test of one model-day's results (``res``: :class:`~ctrlens.monitor.compute.DayResults`)."""
+    suite = DriftSuite(cfg.thresholds, history, min_days=cfg.reference.min_days)
+    r = res.results
+    suite.fields(r.get("field_stats"))
+    suite.quality(r.get("quality"))
+    suite.saliency(r.get("saliency"))
+    q = r.get("quality")
+    suite.probes(r.get("probe"), day, dict(zip(q.frame["head"], q.frame["actual_rate"])) if q is not None else None)
+    suite.layers(r.get("layer_stats"), r.get("neuron_stats"))
+    suite.embeddings(r.get("embedding_health"))
+    suite.observations(res.observations)
+    return suite
 
 
 class _LazyStore:

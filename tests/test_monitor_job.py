@@ -263,14 +263,16 @@ def test_overfitted_checkpoint(nightly_world: NightlyWorld, tmp_path: Path) -> N
     # memorise one day: a wide net, many epochs, on the day before the checked one
     r = train("pal", nightly_world.data, day(18), out_dir=tmp_path / "overfit", epochs=25, batch_size=128, lr=1e-2,
               limit=1500, model_config={"mlp": [128, 64]})  # fmt: skip
-    cfg = load_config(nightly_world.config(tmp_path / "job", checkpoint=Path(r.final_info.path)))
+    # deployed after the trained PAL (days 6-10 in the snapshot): the over-fitting check is calibrated on
+    # the previous checkpoint's own train-vs-test gap (with no predecessor it is recorded, not paged)
+    cfg = load_config(nightly_world.config(tmp_path / "job", db=nightly_world.snapshot, checkpoint=Path(r.final_info.path)))
     res = NightlyJob(cfg).run(day=day(19))
     o = res.outcomes[0]
     assert o.status == "ok", o.error
     found = {(f["finding"], f["severity"]) for f in paging(o.to_dict())}
     assert ("overfitting", "critical") in found, o.findings
     over = next(f for f in o.findings if f["finding"] == "overfitting")
-    assert "AUC" in over["title"] and day(18) in over["title"]
+    assert "AUC" in over["title"] and day(18) in over["title"] and "previous checkpoint" in over["title"]
 
 
 def test_checkpoint_dir_picks_the_checkpoint_trained_before_each_day(nightly_world: NightlyWorld, tmp_path: Path) -> None:

@@ -496,6 +496,16 @@ def _checkpoint_change_findings(d: pd.DataFrame, a: pd.DataFrame, ctx: Context) 
                 f"same rows (previous checkpoint {_fmt(old_v, True)}; {la.get('activation')})", [r], nlink(subj),
                 {"layer": la, "previous_version_id": prev},
             ))  # fmt: skip
+    # a layer that died or blew up takes the layers after it along: the first one (in the model's
+    # order) is the root, the later ones are recorded as its symptoms
+    order = {la: i for i, la in enumerate(info.get("layers", {}))}
+    layer_f = sorted([f for f in out if f.finding in ("dead_neurons", "saturated_neurons", "exploding_activations")],
+                     key=lambda f: order.get(f.subject, len(order)))  # fmt: skip
+    for f in layer_f[1:]:
+        if order.get(f.subject, -1) > order.get(layer_f[0].subject, -1):
+            f.severity = "info"
+            f.base = BASE_SCORE["neuron_drift"]
+            f.title += f" (downstream of layer {layer_f[0].subject})"
     tabs = ch[ch["statistic"].isin(["reinit_frac", "log_rank_ratio"])]
     for t, g in tabs.groupby("subject"):
         ti = info.get("tables", {}).get(t, {})
@@ -515,6 +525,11 @@ def _checkpoint_change_findings(d: pd.DataFrame, a: pd.DataFrame, ctx: Context) 
             [{"label": f"field {f}", "url": link("/features", ctx, field=f)} for tb, f in ctx.item_tables.items() if tb == t]
             or nlink(), {"table": ti, "previous_version_id": prev},
         ))  # fmt: skip
+    # a worse ranking is what a dead / exploding layer, a damaged table or over-fitting does: it follows them
+    if any(f.finding != "model_regression" and f.severity in PAGING for f in out):
+        for f in out:
+            if f.finding == "model_regression":
+                f.base = BASE_SCORE["quality_drop"]
     # the report itself: recorded every time the serving checkpoint changes
     parts = [f"{h} AUC {_fmt(v.get('auc_old'))} -> {_fmt(v.get('auc_new'))}, logit correlation {_fmt(v.get('logit_corr'))}"
              for h, v in heads.items()]  # fmt: skip

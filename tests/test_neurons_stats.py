@@ -120,6 +120,30 @@ def test_dead_relu_layer_reported_dead():
     assert s["att.0"].dead_fraction < 1.0
 
 
+def test_dead_means_near_constant_for_prelu_and_other_activations():
+    """PReLU passes a scaled negative side: a unit that is always negative still carries signal and is
+    not dead; a unit whose output no longer varies is dead, whatever its activation."""
+    import dataclasses
+
+    model = TinyCTR(seed=5).eval()
+    model.a0 = torch.nn.PReLU(16, init=0.25)
+    view = model.lens()
+    view.layers["mlp.0"] = dataclasses.replace(view.layers["mlp.0"], activation="prelu")
+    with torch.no_grad():
+        model.l0.bias.fill_(-1e3)  # every pre-activation negative: a ReLU would be dead, PReLU is not
+        model.l0.weight[:4].zero_()  # ... but units 0-3 now output the constant 0.25 * -1000
+    batches = make_batches(200, 64, seed=2)
+    s = NeuronMonitor(view, sample_size=16).run(batches)
+    x = capture(view, batches)["mlp.0"][0]
+    brute = (x.max(0) - x.min(0)) <= 1e-6 * np.maximum(1.0, np.maximum(np.abs(x.max(0)), np.abs(x.min(0))))
+    np.testing.assert_array_equal(s["mlp.0"].dead, brute)
+    assert s["mlp.0"].dead[:4].all() and not s["mlp.0"].dead[4:].any()
+    assert s["mlp.0"].dead_fraction == pytest.approx(4 / 16)
+    # a healthy model: no unit of its tanh, sigmoid and identity layers is near-constant
+    h = NeuronMonitor(TinyCTR(seed=5).eval().lens(), sample_size=16).run(batches)
+    assert h["mlp.1"].dead_fraction == h["gate"].dead_fraction == h["logit.ctr"].dead_fraction == 0.0
+
+
 def test_saturated_sigmoid_layer_reported_saturated():
     model = TinyCTR(seed=6).eval()
     with torch.no_grad():

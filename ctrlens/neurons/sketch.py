@@ -42,7 +42,7 @@ from ctrlens.neurons import kernels
 CLASSES = ("click", "noclick", "unlabelled")
 #: activations with bounds: (low, high). Saturated: within ``eps`` of a bound.
 BOUNDED: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "tanh": (-1.0, 1.0)}
-#: activations whose "active" side is ``x > 0``: a neuron is dead when its max is ``<= 0``.
+#: activations whose "active" side is ``x > 0`` (PReLU / Dice also pass a scaled negative side).
 RELU_LIKE = frozenset({"relu", "prelu", "dice"})
 
 _P = 2_147_483_647  # 2**31 - 1: keeps every product of the hash below 2**63
@@ -268,14 +268,17 @@ class LayerStats:
     def dead(self) -> np.ndarray:
         """bool ``[N]``: never active on these rows.
 
-        ReLU-like units (relu, prelu, dice): ``max <= 0`` (never on the active side). Other units:
-        constant output (``max == min``). No rows: False.
+        ReLU units: ``max <= 0`` (never on the active side: output 0 and gradient 0). Every other unit
+        (PReLU and Dice, whose negative side still carries signal; sigmoid, tanh, identity ...): a
+        near-constant output, ``max - min <= 1e-6 * max(1, |max|, |min|)`` -- a unit whose output does
+        not vary with its input tells the next layer nothing. No rows: False.
         """
         if not self.count:
             return np.zeros(self.n_neurons, dtype=bool)
-        if self.activation in RELU_LIKE:
+        if self.activation == "relu":
             return self.maximum <= 0
-        return self.maximum == self.minimum
+        scale = np.maximum(1.0, np.maximum(np.abs(self.maximum), np.abs(self.minimum)))
+        return (self.maximum - self.minimum) <= 1e-6 * scale
 
     @property
     def dead_fraction(self) -> float:

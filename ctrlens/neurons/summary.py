@@ -187,4 +187,5 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 _SATURATION_RULE = (
     "sigmoid/softmax: x <= eps or x >= 1-eps; tanh: |x| >= 1-eps; other activations: not defined (NaN)"
 )
-_DEAD_RULE = "relu/prelu/dice: max <= 0 on the day; other activations: constant output (max == min)"
+_DEAD_RULE = ("relu: max <= 0 on the day; every other activation (prelu, dice, sigmoid, tanh, identity): near-constant "
+              "output (max - min <= 1e-6 * max(1, |max|, |min|))")

@@ -47,13 +47,14 @@ from ctrlens.results import COLUMNS, Result, jsonable
 ROOT_FINDINGS = (
     "image_pipeline_broken", "broken_feature", "oov_surge", "dead_neurons", "overfitting",
     "position_bias_change", "distribution_shift", "new_items", "embedding_corruption", "exploding_activations",
-    "saturated_neurons", "model_regression",
+    "saturated_neurons", "model_regression", "fields_swapped", "unit_change", "sequence_truncated", "label_pipeline",
 )  # fmt: skip
 BASE_SCORE = {
     "image_pipeline_broken": 100, "broken_feature": 100, "oov_surge": 95, "dead_neurons": 90, "saturated_neurons": 90,
     "overfitting": 94, "position_bias_change": 85, "distribution_shift": 80, "new_items": 70, "calibration_drift": 60,
     "quality_drop": 50, "saliency_shift": 40, "probe_drop": 35, "neuron_drift": 30,
-    "embedding_corruption": 96, "exploding_activations": 93, "model_regression": 87, "checkpoint_change": 5,
+    "embedding_corruption": 96, "exploding_activations": 93, "fields_swapped": 101, "unit_change": 99,
+    "sequence_truncated": 99, "label_pipeline": 65, "model_regression": 87, "checkpoint_change": 5,
 }  # fmt: skip
 #: Paging severities: an ``info`` finding is recorded and shown, but is not a new alert for cron.
 PAGING = ("critical", "warning")
@@ -95,6 +96,16 @@ ACTIONS = {
     "bad input scaling). Roll back to the previous checkpoint and check the run's learning rate and loss curve.",
     "model_regression": "The new checkpoint ranks the same rows worse than the checkpoint it replaced: do not keep "
     "serving it; roll back and check the training run (learning rate, days, data of the run).",
+    "fields_swapped": "Two columns were exchanged (or one was filled from another) upstream: check the join / "
+    "column mapping that produced this day's rows (a schema change, a positional join). Until fixed, the model sees "
+    "one field's values as another's: consider serving a fallback.",
+    "unit_change": "The field's values arrive in another unit or scale (cents vs euros, ms vs s, a missing "
+    "normalisation): fix the conversion upstream or rescale the input; the model's learned weights assume the old scale.",
+    "sequence_truncated": "Behaviour histories arrive shorter than usual: check the upstream length cap, the "
+    "history store's retention and the join window for this day.",
+    "label_pipeline": "Labels fell while inputs and the model did not change: check the label pipeline first (late or "
+    "missing click / conversion logs, the join window of labels to impressions). If labels are complete, users "
+    "really behave differently: recalibrate. Do not train on these days until the labels are confirmed.",
     "checkpoint_change": "Informational: what changed between the previous and the new checkpoint on the same rows.",
     "neuron_drift": "Many neurons of this layer see different inputs than on the reference days; usually a symptom of "
     "an input change -- look at the input fields.",
@@ -199,10 +210,13 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
 
     decoupled, pair_rows = _decoupled(a, imp)
     explained_fields: set[str] = set()
+    findings += _swap_findings(a, ctx, explained_fields)
     # -- input fields (image fields last: their source field may explain them) -----------------------
     candidates_f = set(by_field) | {f for f in imp if importance_collapsed(f)[0]} | set(sal) | decoupled
     order = sorted(candidates_f, key=lambda f: (ctx.field_kinds.get(f, "") == "image", f))
     for f in order:
+        if f in explained_fields:  # named already (swapped fields)
+            continue
         g = by_field.get(f, d.iloc[0:0])
         kind = ctx.field_kinds.get(f, "")
         candidates = pd.concat([stats(g, ["log_cardinality", "log_std"], "below"), stats(g, ["top1_share"], "above")])
@@ -239,6 +253,12 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
                     f"Images of {f} look broken: " + _describe(syms), syms, links,
                 ))  # fmt: skip
                 explained_fields.add(f)
+            continue
+        named = _named_field_cause(f, kind, d[(d["subject_kind"] == "field") & (d["subject"] == f)], g, links,
+                                   quality_dropped or imp_down)  # fmt: skip
+        if named is not None:
+            findings.append(named)
+            explained_fields.add(f)
             continue
         if len(oov):
             syms = list(oov.itertuples(index=False)) + list(shape.itertuples(index=False)) + imp_rows
@@ -373,6 +393,19 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
              for s in ck["subject"] if s not in ctx.heads],
             {"train_day": info.get("train_day"), "fluctuation": info.get("fluctuation"), "auc": auc},
         ))  # fmt: skip
+
+    # -- labels moved while inputs and model did not: the label pipeline ------------------------------
+    if not [f for f in findings if f.finding in ROOT_FINDINGS]:
+        for r in a[(a["subject_kind"] == "label") & (a["direction"] == "below")].itertuples(index=False):
+            rel = (r.reference - r.value) / r.reference if r.reference and r.reference > 0 else float("nan")
+            findings.append(_Finding(
+                "label_pipeline", r.subject, "critical" if rel >= 0.2 else "warning", r.severity,
+                f"{r.subject} labels fell to {_fmt(r.value, True)} of rows (usually {_fmt(r.reference, True)}, "
+                f"{_fmt(rel, True)} fewer) while the inputs and the model did not change: labels lost in the pipeline "
+                f"(a late or incomplete label join?)", [r],
+                [{"label": f"field {r.subject}", "url": link("/features", ctx, field=r.subject)}],
+                {"relative_drop": rel},
+            ))  # fmt: skip
 
     # -- heads: calibration, quality ------------------------------------------------------------------
     root = [f for f in findings if f.finding in ROOT_FINDINGS]
@@ -539,6 +572,79 @@ def _checkpoint_change_findings(d: pd.DataFrame, a: pd.DataFrame, ctx: Context) 
         list(ch.itertuples(index=False)), nlink(), {"report": info},
     ))  # fmt: skip
     return out
+
+
+def _swap_findings(a: pd.DataFrame, ctx: Context, explained: set[str]) -> list[_Finding]:
+    """``swap`` rows (:meth:`ctrlens.monitor.drift.DriftSuite.swaps`): today's A looks like the
+    reference's B. Both directions: two fields swapped; one: A holds B's values (mis-joined)."""
+    rows = a[(a["subject_kind"] == "swap") & (a["statistic"] == "cross_distance")]
+    pairs = {}
+    for r in rows.itertuples(index=False):
+        x, y = r.subject.split("<-", 1)
+        pairs[(x, y)] = r
+    out = []
+    for (x, y), r in sorted(pairs.items(), key=lambda kv: -kv[1].severity):
+        if x in explained:
+            continue
+        both = (y, x) in pairs
+        links = [{"label": f"field {x}", "url": link("/features", ctx, field=x)},
+                 {"label": f"field {y}", "url": link("/features", ctx, field=y)}]  # fmt: skip
+        syms = [r] + ([pairs[(y, x)]] if both else [])
+        what = (f"Fields {x} and {y} look swapped: today's {x} looks like the usual {y} and today's {y} like the usual {x}"
+                if both else f"Field {x} holds another field's values: today's {x} looks like the usual {y} (mis-joined?)")
+        out.append(_Finding(
+            "fields_swapped", x, "critical", max(r.severity, 1.0),
+            what + f" (distance {_fmt(r.value)} to {y}'s reference, {_fmt(r.reference)} to its own)", syms, links,
+            {"looks_like": y, "swapped": both},
+        ))  # fmt: skip
+        explained.add(x)
+        if both:
+            explained.add(y)
+    return out
+
+
+def _named_field_cause(f: str, kind: str, rows: pd.DataFrame, alerted: pd.DataFrame, links: list[dict[str, str]],
+                       hurts: bool) -> _Finding | None:  # fmt: skip
+    """Causes a field's drift rows identify by their pattern (checked before the generic findings):
+
+    * ``unit_change`` (dense): mean and std scaled by the same factor >= 3x (or <= 1/3) -- the values
+      are the usual ones in another unit (cents vs euros, ms vs s);
+    * ``sequence_truncated`` (sequence): the list length's mean and spread fell while the values in the
+      lists are as usual (no collapse to one value) -- histories cut shorter upstream.
+    """
+    if alerted.empty:
+        return None
+    val = {r.statistic: r for r in rows.itertuples(index=False)}
+    ls, mz = val.get("log_std"), val.get("mean_z")
+    if kind == "dense" and ls is not None and np.isfinite(ls.value) and np.isfinite(ls.reference):
+        k_std = math.exp(ls.value - ls.reference)
+        k_mean = mz.value / mz.reference if mz is not None and np.isfinite(mz.value) and abs(mz.reference) >= 0.3 else float("nan")
+        consistent = not np.isfinite(k_mean) or (k_mean > 0 and abs(math.log(k_mean / k_std)) <= 0.25)
+        if (k_std >= 3.0 or k_std <= 1 / 3.0) and consistent:
+            power = round(math.log10(k_std))
+            factor = f" (about x1e{power})" if power and abs(math.log10(k_std) - power) < 0.15 else ""
+            syms = [r for r in (ls, mz) if r is not None] + list(alerted.itertuples(index=False))
+            return _Finding(
+                "unit_change", f, "critical", max(float(alerted["severity"].max()), 1.0),
+                f"Field {f} looks rescaled: std x{k_std:.3g}" + (f", mean x{k_mean:.3g}" if np.isfinite(k_mean) else "")
+                + f"{factor}, shape as usual -- a unit or scale change upstream", syms, links,
+                {"std_factor": k_std, "mean_factor": k_mean},
+            )  # fmt: skip
+    if kind == "sequence" and ls is not None and mz is not None and np.isfinite(mz.reference) and mz.reference > 0:
+        k_len = mz.value / mz.reference
+        k_std = math.exp(ls.value - ls.reference) if np.isfinite(ls.value) and np.isfinite(ls.reference) else float("nan")
+        top1 = val.get("top1_share")
+        card = val.get("log_cardinality")
+        collapsed = (top1 is not None and top1.value >= 0.9) or (card is not None and card.value - card.reference <= -math.log(10.0))
+        if k_len <= 0.8 and np.isfinite(k_std) and k_std <= 0.7 and not collapsed:
+            syms = [ls, mz] + list(alerted.itertuples(index=False))
+            return _Finding(
+                "sequence_truncated", f, "critical" if hurts else "warning", max(float(alerted["severity"].max()), 1.0),
+                f"Lists of {f} look truncated: mean length x{k_len:.2f}, length spread x{k_std:.2f}, while the values "
+                f"in them are as usual -- a length cap or cut upstream", syms, links,
+                {"length_factor": k_len, "length_std_factor": k_std},
+            )  # fmt: skip
+    return None
 
 
 def strength_of(rows: pd.DataFrame) -> float:

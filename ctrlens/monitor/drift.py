@@ -453,6 +453,46 @@ class DriftSuite:
                 if r.kind in ("dense", "sequence", "bag"):
                     self.add(sk, f, "log_std", _log(r.std), self.ref_values("field_stats", sk, f, is_f, "std", _log))
 
+    def swaps(self, today: Result | None) -> None:
+        """Fields that hold another field's values: today's ``A`` far from the reference's ``A`` and close
+        to the reference's ``B`` (same kind). Rows ``subject_kind="swap"``, subject ``"A<-B"``, statistic
+        ``cross_distance``: value = distance(today A, reference B), reference = distance(today A,
+        reference A). Distances: id fields the larger of (the share of today's top values absent from
+        the reference's top values) and (the total variation between today's top-value shares and the
+        reference's shares of the same values); dense fields ``|mean - mean_B| / std_B + |log(std / std_B)|``.
+        Alerts when the cross distance is small and under a third of the own distance."""
+        if today is None:
+            return
+        ref = self.h.frame("field_stats")
+        if ref.empty or len(set(ref["day"])) < max(self.min_days, 2):
+            return
+        t = today.frame.set_index("field")
+        sigs = {}
+        for f, g in ref.groupby("field"):
+            if f in t.index:
+                sigs[f] = _signature(g)
+        for a in t.index:
+            ka = t.loc[a, "kind"]
+            if ka not in ("sparse", "sequence", "dense") or a not in sigs:
+                continue
+            now = _signature_row(t.loc[a])
+            own = _sig_distance(ka, now, sigs[a])
+            cut = SWAP_CUT[ka]
+            if not (np.isfinite(own) and own > 2 * cut):
+                continue
+            for b, sb in sigs.items():
+                if b == a or t.loc[b, "kind"] != ka:
+                    continue
+                cross = _sig_distance(ka, now, sb)
+                if np.isfinite(cross) and cross <= cut and cross * 3 <= own:
+                    self.rows.append({
+                        "subject_kind": "swap", "subject": f"{a}<-{b}", "statistic": "cross_distance",
+                        "method": f"today's {a} vs the reference's {b} ({'top-value overlap' if ka != 'dense' else 'mean/std'}"
+                                  f" distance); alert <= {cut:g} and <= 1/3 of the distance to its own reference ({self.h.label})",
+                        "value": float(cross), "reference": float(own), "threshold": cut, "direction": "below",
+                        "alert": True, "severity": float(min(own / max(cross, 1e-3) / 3.0, 9.9)),
+                    })  # fmt: skip
+
     def _ref_col(self, kind: str, subject_kind: str, subject: str, mask_fn, col: str) -> list[Any]:
         f = self.h.frame(kind)
         if f.empty:
@@ -655,6 +695,53 @@ def _fixed_severity(value: float, threshold: float, side: str) -> float:
     if threshold == 0 or not np.isfinite(threshold):
         return 1.0
     return float(max(value / threshold, 1.0))
+
+
+#: Largest distance at which today's field "looks like" another field's reference (see DriftSuite.swaps).
+SWAP_CUT = {"sparse": 0.3, "sequence": 0.3, "dense": 0.3}
+
+
+def _top_shares(top: Any) -> dict[Any, float]:
+    if not isinstance(top, list):
+        return {}
+    return {str(k): float(v) for k, v in (tuple(x) for x in top if isinstance(x, (list, tuple)) and len(x) == 2)
+            if k != "__other__"}  # fmt: skip
+
+
+def _signature(ref: pd.DataFrame) -> dict[str, Any]:
+    """A field's reference signature: mean top-value shares over the days, mean of means and stds."""
+    shares: dict[Any, float] = {}
+    n = 0
+    for top in ref["top_json"]:
+        d = _top_shares(top)
+        if d:
+            n += 1
+            for k, v in d.items():
+                shares[k] = shares.get(k, 0.0) + v
+    return {"top": {k: v / n for k, v in shares.items()} if n else {},
+            "mean": _nanmean(ref["mean"].astype(float)), "std": _nanmean(ref["std"].astype(float))}
+
+
+def _signature_row(r: Any) -> dict[str, Any]:
+    return {"top": _top_shares(r["top_json"]), "mean": float(r["mean"]), "std": float(r["std"])}
+
+
+def _sig_distance(kind: str, a: dict[str, Any], b: dict[str, Any]) -> float:
+    if kind == "dense":
+        if not (np.isfinite(a["mean"]) and np.isfinite(b["mean"]) and a["std"] > 0 and b["std"] > 0):
+            return float("nan")
+        return float(abs(a["mean"] - b["mean"]) / b["std"] + abs(math.log(a["std"] / b["std"])))
+    p, q = a["top"], b["top"]
+    mass = sum(p.values())
+    if not p or not q or mass <= 0:
+        return float("nan")
+    # today's top values that the reference never had among its top values ...
+    unknown = 1.0 - sum(v for k, v in p.items() if k in q) / mass
+    # ... and, over today's top values, how differently they are shared (total variation)
+    qr = np.array([q.get(k, 0.0) for k in p])
+    pr = np.array(list(p.values())) / mass
+    tv = 0.5 * float(np.abs(pr - qr / qr.sum()).sum()) if qr.sum() > 0 else 1.0
+    return float(max(unknown, tv))
 
 
 def _eq(col: str, value: Any):

@@ -580,6 +580,7 @@ def drift_suite(cfg: NightlyConfig, history: History, res: Any, day: str) -> Dri
     suite = DriftSuite(cfg.thresholds, history, min_days=cfg.reference.min_days)
     r = res.results
     suite.fields(r.get("field_stats"))
+    suite.swaps(r.get("field_stats"))
     suite.quality(r.get("quality"))
     suite.saliency(r.get("saliency"))
     q = r.get("quality")

@@ -117,14 +117,31 @@ def test_saliency_ranking_matches_ground_truth(world, name):
 
 @pytest.mark.slow
 def test_stuck_field_share_collapses_on_the_incident_day(world):
+    """A stuck field carries no information on its day. Permutation importance sees that (permuting
+    identical values changes nothing); gradient attribution does not, unless its baseline is the
+    analysed rows' own mean -- then x - baseline is exactly 0 for the stuck field, a collapse by
+    construction (the earlier form of this test). With ONE baseline for both days (the normal day's
+    mean embeddings) input x gradient keeps most of the field's share: measured 0.29 -> 0.23 here."""
+    import torch
+
+    from ctrlens.models.interface import as_view
+    from ctrlens.monitor.compute import labelled_heads, permutation_importance, sample_batches
+
     ds, days = world["ds"], world["days"]
     model = world["models"]["din"]
-    kw = dict(method="input_x_gradient", baseline="mean", max_rows=5_000)
-    normal, stuck = report(model, ds, day=days[TRAIN_DAYS], **kw), report(model, ds, day=days[-1], **kw)
-    assert normal.shares()["category_id"] > 0.1
-    assert stuck.shares()["category_id"] < 0.01
-    top = normal.compare(stuck).iloc[0]
-    assert top["field"] == "category_id" and top["delta"] < -0.1
+    view = as_view(model)
+    heads = labelled_heads(view, None)
+    imp = {}
+    for d in (days[TRAIN_DAYS], days[-1]):
+        b = sample_batches(ds, d, 5_000, batch_size=2048, seed=0)
+        f = permutation_importance(view, b, heads, seed=0, device=torch.device("cpu"))
+        imp[d] = f[f["head"] == heads[0]].set_index("field")["mean"]
+    normal, stuck = imp[days[TRAIN_DAYS]], imp[days[-1]]
+    assert normal["category_id"] > 0.005 and normal.rank(ascending=False)["category_id"] <= 3
+    assert stuck["category_id"] < 0.1 * normal["category_id"]
+    # the candidate item keeps its importance (DIN's history fields lose theirs too: their attention is
+    # queried by the stuck candidate category)
+    assert stuck["item_id"] > 0.5 * normal["item_id"]
 
 
 @pytest.mark.slow

@@ -115,3 +115,38 @@ def test_swapped_fields_from_the_reference_signatures() -> None:
     top_ = f.iloc[0]
     assert top_["finding"] == "fields_swapped" and top_["subject"] in {"category_id", "shop_id"}
     assert "look swapped" in top_["title"] and top_["evidence_json"]["swapped"] is True
+
+
+def test_slow_ramp_is_reported_as_gradual_drift_against_the_anchor() -> None:
+    """One category's share rises 5x over the days (a little each day): the trailing window follows it,
+    the anchor period does not."""
+    from ctrlens.monitor.config import Thresholds
+    from ctrlens.monitor.drift import DriftSuite, History
+    from ctrlens.monitor.job import with_anchor
+
+    rng = np.random.default_rng(3)
+    K, n = 10, 5000
+
+    def day_row(i: int) -> dict:
+        share = 0.05 * (1 + 4 * max(i - 7, 0) / 13)  # flat for the anchor days, then 0.05 -> 0.25
+        p = np.r_[share, np.full(K - 1, (1 - share) / (K - 1))]
+        c = rng.multinomial(n, p)
+        return {"day": f"2026-01-{i:02d}", "field": "category_id", "kind": "sparse", "rows": n, "coverage": 1.0,
+                "missing_rate": 0.0, "oov_rate": 0.0, "cardinality": K, "mean": np.nan, "std": np.nan,
+                "top_json": [[int(k), c[k] / n] for k in np.argsort(-c)],
+                "hist_json": {"edges": list(range(K + 1)), "counts": c.tolist()}}  # fmt: skip
+
+    rows = {i: day_row(i) for i in range(1, 21)}
+    hist = lambda days, label, scheme: History(  # noqa: E731
+        days=[rows[i]["day"] for i in days], label=label, scheme=scheme,
+        frames={"field_stats": pd.DataFrame([rows[i] for i in days])})
+    today = Result("field_stats", pd.DataFrame([rows[20]]).drop(columns="day"), {})
+    trailing = DriftSuite(Thresholds(), hist(range(13, 20), "trailing 7d", "prequential"))
+    trailing.fields(today)
+    assert not any(r["alert"] for r in trailing.rows), [r for r in trailing.rows if r["alert"]]  # missed so far
+    anchor = DriftSuite(Thresholds(), hist(range(1, 8), "anchor", "loo"))
+    anchor.fields(today)
+    with_anchor(trailing, anchor)
+    f = diagnose(trailing.frame(), Context(**CTX)).frame
+    assert list(f["finding"]) == ["gradual_drift"] and f.iloc[0]["subject"] == "category_id"
+    assert f.iloc[0]["severity"] == "info" and "anchor period" in f.iloc[0]["title"]

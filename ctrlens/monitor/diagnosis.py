@@ -54,7 +54,7 @@ BASE_SCORE = {
     "overfitting": 94, "position_bias_change": 85, "distribution_shift": 80, "new_items": 70, "calibration_drift": 60,
     "quality_drop": 50, "saliency_shift": 40, "probe_drop": 35, "neuron_drift": 30,
     "embedding_corruption": 96, "exploding_activations": 93, "fields_swapped": 101, "unit_change": 99,
-    "sequence_truncated": 99, "label_pipeline": 65, "model_regression": 87, "checkpoint_change": 5,
+    "sequence_truncated": 99, "label_pipeline": 65, "gradual_drift": 45, "model_regression": 87, "checkpoint_change": 5,
 }  # fmt: skip
 #: Paging severities: an ``info`` finding is recorded and shown, but is not a new alert for cron.
 PAGING = ("critical", "warning")
@@ -106,6 +106,9 @@ ACTIONS = {
     "label_pipeline": "Labels fell while inputs and the model did not change: check the label pipeline first (late or "
     "missing click / conversion logs, the join window of labels to impressions). If labels are complete, users "
     "really behave differently: recalibrate. Do not train on these days until the labels are confirmed.",
+    "gradual_drift": "A slow trend: the field moved away from the anchor period a little every day, so the trailing "
+    "reference followed it. If it is a real change of the population, retrain on recent days; if not, find the "
+    "upstream change that started it (the dashboard's drift view shows when).",
     "checkpoint_change": "Informational: what changed between the previous and the new checkpoint on the same rows.",
     "neuron_drift": "Many neurons of this layer see different inputs than on the reference days; usually a symptom of "
     "an input change -- look at the input fields.",
@@ -326,6 +329,19 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
                 f"The model's saliency on {f} moved: " + _describe(list(sal_rows.itertuples(index=False))),
                 list(sal_rows.itertuples(index=False)), links,
             ))  # fmt: skip
+
+    # -- slow trends: today against the anchor period, when the trailing reference moved along -------
+    anc = a[a["subject_kind"] == "anchor"]
+    for f, g in anc.groupby("subject"):
+        if f in explained_fields or f in by_field or not _convincing(g):
+            continue
+        top = g.sort_values("severity", ascending=False).iloc[0]
+        findings.append(_Finding(
+            "gradual_drift", f, "info", strength(g),
+            f"{f} drifted slowly: {top['statistic']} {_fmt(top['value'])} against the anchor period (usually "
+            f"{_fmt(top['reference'])}, threshold {_fmt(top['threshold'])}) while each day stayed close to the days before it",
+            list(g.itertuples(index=False)), [{"label": f"field {f}", "url": link("/features", ctx, field=f)}],
+        ))  # fmt: skip
 
     # -- ids the model never learned: rows of the item table looked up today but never trained ------------
     emb = a[(a["subject_kind"] == "embedding") & (a["statistic"] == "never_updated_frac") & (a["direction"] == "above")]

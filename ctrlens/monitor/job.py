@@ -234,6 +234,35 @@ def load_history(store: Any, model: str, version_id: int, day: str, cfg: Nightly
     return h
 
 
+def load_anchor(store: Any, model: str, day: str, cfg: NightlyConfig, trailing: History) -> History | None:
+    """A fixed **anchor period** kept beside a trailing reference: the model's first stored nightly
+    days (as many as the trailing window), when they all lie before the trailing window. Input fields
+    only (checkpoint-free). ``None`` for a fixed reference or while the anchor would overlap."""
+    if cfg.reference.kind != "trailing" or not trailing.days:
+        return None
+    done = [d for d in store.days(model=model, run_kind=RUN_KIND) if d < day]
+    anchor = done[: int(cfg.reference.days)]  # type: ignore[arg-type]
+    if len(anchor) < cfg.reference.min_days or anchor[-1] >= trailing.days[0]:
+        return None
+    h = History(days=anchor, label=f"anchor {anchor[0]}..{anchor[-1]}", scheme="loo")
+    h.frames["field_stats"] = store.series("field_stats", SERIES["field_stats"], model=model, days=anchor, run_kind=RUN_KIND)
+    return h
+
+
+def with_anchor(suite: DriftSuite, anchor: DriftSuite) -> None:
+    """Add to ``suite`` the input-field distances of today against the anchor period that alert while
+    the same statistic against the trailing reference does not: a slow trend the trailing window has
+    absorbed (rows ``subject_kind="anchor"``)."""
+    trailing = {(r["subject_kind"], r["subject"], r["statistic"]): r for r in suite.rows}
+    for r in anchor.rows:
+        if r["subject_kind"] != "field" or r["statistic"] not in ("psi", "js", "wasserstein_norm", "mean_z") or not r["alert"]:
+            continue
+        t = trailing.get(("field", r["subject"], r["statistic"]))
+        if t is not None and t["alert"]:
+            continue
+        suite.rows.append({**r, "subject_kind": "anchor", "method": f"{r['method']}; the trailing reference did not alert"})
+
+
 def _field_edges(store: Any, model: str) -> dict[str, list[float]] | None:
     first = store.days(model=model, run_kind=RUN_KIND, kind="field_stats")
     if not first:
@@ -512,6 +541,11 @@ class NightlyJob:
         suite = drift_suite(cfg, history, res, day)
         if bt_history is not None:
             suite = both_axes(suite, drift_suite(cfg, bt_history, res, day))
+        anchor = load_anchor(store, watch.name, day, cfg, history)
+        if anchor is not None:
+            a_suite = DriftSuite(cfg.thresholds, anchor, min_days=cfg.reference.min_days)
+            a_suite.fields(res.results.get("field_stats"))
+            with_anchor(suite, a_suite)
         r = res.results
         last_version = history.versions.get(history.days[-1]) if history.days else None
         fs = r["field_stats"].frame

@@ -584,7 +584,8 @@ def _checkpoint_change_findings(d: pd.DataFrame, a: pd.DataFrame, ctx: Context) 
              for h, v in heads.items()]  # fmt: skip
     out.append(_Finding(
         "checkpoint_change", "model", "info", 0.0,
-        f"The serving checkpoint changed (previous version {prev}); on the same {info.get('rows')} rows: " + "; ".join(parts),
+        f"The serving checkpoint changed (previous: {str(info.get('previous_checkpoint', '?')).rsplit('/', 1)[-1]}); "
+        f"on the same {info.get('rows')} rows: " + "; ".join(parts),
         list(ch.itertuples(index=False)), nlink(), {"report": info},
     ))  # fmt: skip
     return out

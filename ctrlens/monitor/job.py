@@ -329,6 +329,8 @@ def backtest(view: Any, ds: Any, watch: ModelWatch, days: list[str], cfg: Nightl
             res = compute_day(view, ds, d, watch, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
                               neuron_edges=edges, version=info.version, model_only=True)  # fmt: skip
             if cache is not None:
+                while len(cache) >= 64:  # a long backfill: keep the most recent back-tests only
+                    cache.pop(next(iter(cache)))
                 cache[key] = (edges, res)
         if edges is None:
             edges = _edges_of(res.results.get("layer_stats"))
@@ -591,12 +593,16 @@ class NightlyJob:
         on any other day."""
         from ctrlens.monitor.compute import checkpoint_change
 
-        prev = previous_checkpoint(store, watch.name, day, vid)
+        prev = self._previous_from_dir(watch, day, view) if watch.checkpoint_dir is not None else None
+        if prev is None:
+            prev = previous_checkpoint(store, watch.name, day, vid)
         if prev is None:
             return {}
         try:
             old = self._models.load(Path(prev[0]))
         except InputError:  # the old checkpoint no longer loads for this schema: no comparison
+            return {}
+        if old.model.ctrlens_checkpoint.weights_hash == view.model.ctrlens_checkpoint.weights_hash:
             return {}
         self.progress("step", model=watch.name, day=day, step="checkpoint change report")
         have = set(ds.days())
@@ -607,6 +613,19 @@ class NightlyJob:
         res.observations.extend(obs)
         info.update(previous_version_id=prev[1], previous_checkpoint=prev[0], previous_day=prev[2])
         return info
+
+    def _previous_from_dir(self, watch: ModelWatch, day: str, view: Any) -> tuple[str, int | None, str] | None:
+        """With a ``checkpoint_dir``: the checkpoint that served the day before ``day`` by the same rule
+        (so the comparison depends on the checkpoints, not on what the store holds); ``None`` if it is
+        today's or there is none."""
+        prev_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+        try:
+            p = self._models.path_for(watch, prev_day)
+        except InputError:
+            return None
+        if Path(p).resolve() == Path(view.model.ctrlens_checkpoint.path).resolve():
+            return None
+        return str(p), None, prev_day
 
 
 def drift_suite(cfg: NightlyConfig, history: History, res: Any, day: str) -> DriftSuite:

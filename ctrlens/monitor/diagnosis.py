@@ -204,12 +204,18 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
     def strength(rows: pd.DataFrame) -> float:
         return float(rows["severity"].max()) if len(rows) else 0.0
 
+    # importance is in nats of log loss: a day with fewer clicks shrinks every field's. A field's own
+    # collapse is a fall well beyond the head's typical fall (half of the median ratio or less)
+    typical = _typical_importance_ratio(d)
+
     def importance_collapsed(f: str) -> tuple[bool, list[Any]]:
         rows = imp.get(f)
         if rows is None:
             return False, []
         hit = rows[rows["alert"].fillna(False).astype(bool) & (rows["direction"] == "below")]
-        return (not hit.empty), list(hit.itertuples(index=False))
+        keep = [r for r in hit.itertuples(index=False)
+                if not (r.reference > 0 and np.isfinite(r.value)) or r.value / r.reference <= 0.5 * typical.get(r.subject.split("/", 1)[0], 1.0)]  # fmt: skip
+        return bool(keep), keep
 
     decoupled, pair_rows = _decoupled(a, imp)
     explained_fields: set[str] = set()
@@ -574,6 +580,12 @@ def _checkpoint_change_findings(d: pd.DataFrame, a: pd.DataFrame, ctx: Context) 
             [{"label": f"field {f}", "url": link("/features", ctx, field=f)} for tb, f in ctx.item_tables.items() if tb == t]
             or nlink(), {"table": ti, "previous_version_id": prev},
         ))  # fmt: skip
+    # over-training on a few rows moves exactly the rows it trained on: the table finding follows it
+    if any(f.finding == "overfitting" for f in out):
+        for f in out:
+            if f.finding == "embedding_corruption":
+                f.base = BASE_SCORE["model_regression"] - 1
+                f.title += " (the checkpoint is also over-fitted: its training moved these rows)"
     # a worse ranking is what a dead / exploding layer, a damaged table or over-fitting does: it follows them
     if any(f.finding != "model_regression" and f.severity in PAGING for f in out):
         for f in out:
@@ -689,6 +701,23 @@ def _decoupled(a: pd.DataFrame, imp: dict[str, pd.DataFrame]) -> tuple[set[str],
             if lost[f] >= max(lost.values()) and lost[f] > 0:
                 out.add(f)
     return out, per
+
+
+def _typical_importance_ratio(d: pd.DataFrame) -> dict[str, float]:
+    """Per head: the median over fields of today's / the reference's permutation importance (fields
+    that matter: reference above 10% of the head's largest)."""
+    s = d[(d["subject_kind"] == "importance") & (d["statistic"] == "importance")]
+    out: dict[str, float] = {}
+    if s.empty:
+        return out
+    heads = s["subject"].str.split("/", n=1).str[0]
+    for h, g in s.groupby(heads):
+        ref = g["reference"].astype(float)
+        big = g[(ref > 0.1 * ref.max()) & np.isfinite(g["value"].astype(float))]
+        if len(big) >= 3:
+            r = (big["value"].astype(float) / big["reference"].astype(float)).median()
+            out[str(h)] = float(min(max(r, 0.0), 1.0))
+    return out
 
 
 def _importance_lost(rows: pd.DataFrame | None) -> float:

@@ -150,3 +150,13 @@ def test_slow_ramp_is_reported_as_gradual_drift_against_the_anchor() -> None:
     f = diagnose(trailing.frame(), Context(**CTX)).frame
     assert list(f["finding"]) == ["gradual_drift"] and f.iloc[0]["subject"] == "category_id"
     assert f.iloc[0]["severity"] == "info" and "anchor period" in f.iloc[0]["title"]
+
+
+def test_importance_fall_on_a_day_the_labels_moved_is_no_broken_field() -> None:
+    imp = row("importance", "ctr/shop_id", "importance", 0.0001, 0.004, 0.002)
+    others = [row("importance", f"ctr/{f}", "importance", v, v, v / 2, alert=False) for f, v in (("item_id", 0.02), ("category_id", 0.01), ("hour", 0.005))]
+    alone = findings([imp, *others])
+    assert (alone.iloc[0]["finding"], alone.iloc[0]["subject"]) == ("broken_feature", "shop_id")  # shuffled?
+    lost = findings([imp, *others, row("label", "click", "rate", 0.07, 0.117, 0.105)])
+    assert (lost.iloc[0]["finding"], lost.iloc[0]["subject"]) == ("label_pipeline", "click")
+    assert lost.set_index("subject").loc["shop_id", "severity"] == "info"

@@ -218,6 +218,7 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
         return bool(keep), keep
 
     decoupled, pair_rows = _decoupled(a, imp)
+    labels_moved = bool((a["subject_kind"] == "label").any())
     explained_fields: set[str] = set()
     findings += _swap_findings(a, ctx, explained_fields)
     # -- input fields (image fields last: their source field may explain them) -----------------------
@@ -301,6 +302,14 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
             prs = pair_rows.get(f, [])
             syms = prs + imp_rows + list(sal_rows.itertuples(index=False))
             partners = [p.subject.replace(f, "").strip("~") for p in prs]
+            if labels_moved and f not in decoupled:
+                # importance is a loss against the labels: on a day the labels moved, a fall of importance
+                # alone (the field still depends on its partners) is no evidence of a broken field
+                findings.append(_Finding(
+                    "saliency_shift", f, "info", max([r.severity for r in imp_rows] + [1.0]),
+                    f"The permutation importance of {f} fell on a day the labels moved" + _imp_text(imp_rows), syms, links,
+                ))  # fmt: skip
+                continue
             findings.append(_Finding(
                 "broken_feature", f, "critical" if (quality_dropped or imp_down) else "warning",
                 max([r.severity for r in imp_rows + prs] + [1.0]),

@@ -9,13 +9,15 @@ from typing import Optional
 
 import typer
 
+from ctrlens.cli._loading import CHECKPOINT_HELP, load_view, loader_option
 from ctrlens.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("probes")
     def probes(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint (ctrlens train output)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
+        loader: Optional[str] = loader_option(),
         data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
         train_day: str = typer.Option(..., "--train-day", help="Day the probes are fitted on (its held-out rows are scored too)."),
         eval_days: Optional[str] = typer.Option(
@@ -38,12 +40,10 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ctrlens.data import DailyDataset
-        from ctrlens.models.checkpoint import load_checkpoint
-        from ctrlens.models.interface import as_view
         from ctrlens.probes import ProbeSuite
         from ctrlens.train import parse_days
 
-        if not checkpoint.is_file():
+        if not checkpoint.exists():
             raise InputError(f"--checkpoint {checkpoint}: no such file")
         ds = DailyDataset(data)
         days = list(ds.days())
@@ -55,10 +55,8 @@ def register(app: typer.Typer) -> None:
             later = [d for d in parse_days(eval_days, days, "--eval-days") if d != train_day]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"--device {device}: CUDA is not available on this machine")
-        model = load_checkpoint(checkpoint, ds.schema, map_location=device)
-        view = as_view(model)
-        info = getattr(model, "ctrlens_checkpoint", None)
-        version = getattr(info, "version", None)
+        view = load_view(checkpoint, ds.schema, loader, device)
+        version = view.version
         heads = [h for h, spec in view.heads.items() if spec.label is not None] if head == ["all"] else head
         layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
 

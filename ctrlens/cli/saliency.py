@@ -7,13 +7,15 @@ from typing import Optional
 
 import typer
 
+from ctrlens.cli._loading import CHECKPOINT_HELP, load_view, loader_option
 from ctrlens.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("saliency")
     def saliency(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint (ctrlens train output)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
+        loader: Optional[str] = loader_option(),
         data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
         out: Path = typer.Option(..., "--out", help="report.html (standalone page) or report.json."),
         day: Optional[str] = typer.Option(None, "--day", help="Day to analyse (default: the latest)."),
@@ -37,12 +39,15 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ctrlens.saliency import report
+        from ctrlens.saliency._inputs import open_dataset
 
+        ds = open_dataset(str(data))
+        view = load_view(checkpoint, ds.schema, loader, device)
         heads = None if head == ["all"] else head
         kw = dict(method=method, head=heads, max_rows=max_rows, batch_size=batch_size, n_steps=n_steps,
                   baseline=baseline, seed=seed, device=device, target=target)
-        rep = report(str(checkpoint), str(data), day=day, **kw)
-        ref = report(str(checkpoint), str(data), day=compare_day, **kw) if compare_day else None
+        rep = report(view, ds, day=day, **kw)
+        ref = report(view, ds, day=compare_day, **kw) if compare_day else None
         if suffix == ".json":
             rep.to_json(out, reference=ref)
         else:

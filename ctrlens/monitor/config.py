@@ -15,6 +15,10 @@ reference of every key and why the defaults are what they are.
         checkpoint_dir: runs/din          # the latest checkpoint trained before each day
         heads: [ctr]
         rows: {neurons: 20000, probes: 20000, saliency: 5000}
+      - name: my-ctr                      # a model ctrlens did not write (docs/own-model.md)
+        loader: models/my_loader.py:load  # checkpoint path + schema -> ModelView
+        checkpoint_dir: /models/my-ctr
+        checkpoint_pattern: "my-ctr-{served_from}.pt"
 """
 
 from __future__ import annotations
@@ -59,9 +63,16 @@ class ModelWatch:
 
     Attributes:
         name: the model's name in the store (one name per served model; versions are checkpoints).
-        checkpoint: a checkpoint file, or
+        checkpoint: a checkpoint file (or folder, for a loader that reads one), or
         checkpoint_dir: a directory of checkpoints of a daily retrained model: for each day the
-            checkpoint with the highest step trained only on earlier days (the one that served it).
+            checkpoint trained only on earlier days that was trained last (the one that served it).
+            Which days a checkpoint was trained on: :func:`ctrlens.models.loader.served_days`.
+        loader: ``"package.module:function"`` or ``"path/to/file.py:function"`` (relative to the
+            config's folder): ``function(checkpoint path, schema) -> ModelView``; ``None``: the
+            reference models' loader (``ctrlens train`` checkpoints).
+        checkpoint_pattern: with ``checkpoint_dir``, a file-name pattern with one ``{served_from}``
+            or ``{trained_through}`` date (``"my-ctr-{served_from}.pt"``): only matching files are
+            candidates, and the date says which days each one serves.
         heads: heads to evaluate, probe and attribute (default: every head with a label).
         rows: sample sizes.
         saliency_method: ``saliency`` (|gradient|, the cheap default), ``input_x_gradient`` or
@@ -74,6 +85,8 @@ class ModelWatch:
     name: str
     checkpoint: Path | None = None
     checkpoint_dir: Path | None = None
+    loader: str | None = None
+    checkpoint_pattern: str | None = None
     heads: tuple[str, ...] | None = None
     rows: Rows = field(default_factory=Rows)
     saliency_method: str = "saliency"
@@ -373,6 +386,25 @@ def _model(md: Any, where: str, source: str, base: Path) -> ModelWatch:
         raise r.err("checkpoint", f"expected a path, got {ck!r}")
     if ckd is not None and (not isinstance(ckd, str) or not ckd.strip()):
         raise r.err("checkpoint_dir", f"expected a path, got {ckd!r}")
+    from ctrlens.models.loader import normalize_spec, pattern_regex
+
+    loader = r.raw("loader")
+    if loader is not None:
+        try:
+            loader = normalize_spec(loader, base, "loader")
+        except InputError as e:
+            raise r.err("loader", str(e)) from None
+    pattern = r.raw("checkpoint_pattern")
+    if pattern is not None:
+        if ckd is None:
+            raise r.err("checkpoint_pattern", "only with checkpoint_dir (it picks files of the directory by the date in their name)")
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise r.err("checkpoint_pattern", f"expected a file-name pattern such as 'model-{{served_from}}.pt', got {pattern!r}")
+        try:
+            pattern_regex(pattern.strip())
+        except InputError as e:
+            raise r.err("checkpoint_pattern", str(e)) from None
+        pattern = pattern.strip()
     rows_r = r.sub("rows")
     rows = Rows(
         neurons=rows_r.number("neurons", Rows.neurons, lo=0, integer=True),
@@ -391,6 +423,8 @@ def _model(md: Any, where: str, source: str, base: Path) -> ModelWatch:
         name=name,  # type: ignore[arg-type]
         checkpoint=_path(ck, base) if ck is not None else None,
         checkpoint_dir=_path(ckd, base) if ckd is not None else None,
+        loader=loader,
+        checkpoint_pattern=pattern,
         heads=r.names("heads"),
         rows=rows,
         saliency_method=method,  # type: ignore[arg-type]

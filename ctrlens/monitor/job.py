@@ -161,29 +161,51 @@ def plan_days(available: list[str], *, day: str | None = None, start: str | None
 
 
 class _Models:
-    """Loads checkpoints once per job and picks, per day, the one that served it."""
+    """Loads checkpoints once per job (through each model's loader) and picks, per day, the one that
+    served it."""
 
     def __init__(self, schema: Any, device: str):
         self.schema, self.device = schema, device
-        self._loaded: dict[str, Any] = {}
-        self._dirs: dict[str, list[Any]] = {}
+        self._loaded: dict[tuple[str, str], Any] = {}
+        self._dirs: dict[tuple[str, str | None], list[Any]] = {}
+        self._loaders: dict[str, Any] = {}
+
+    def loader(self, watch: ModelWatch) -> Any:
+        """The model's resolved loader (imported once; a missing module/function is an InputError)."""
+        from ctrlens.models.loader import DEFAULT_LOADER, resolve_loader
+
+        spec = watch.loader or DEFAULT_LOADER
+        if spec not in self._loaders:
+            try:
+                self._loaders[spec] = resolve_loader(spec)
+            except InputError as e:
+                raise InputError(f"model {watch.name!r}: {e}") from None
+        return self._loaders[spec]
 
     def path_for(self, watch: ModelWatch, day: str) -> Path:
         from ctrlens.models.checkpoint import CheckpointError, list_checkpoints
+        from ctrlens.models.loader import list_served
 
         if watch.checkpoint is not None:
             return watch.checkpoint
         d = watch.checkpoint_dir
         assert d is not None
-        key = str(d)
+        key = (str(d), watch.checkpoint_pattern)
+        own = bool(watch.loader) or watch.checkpoint_pattern is not None
         if key not in self._dirs:
-            self._dirs[key] = list_checkpoints(d)
+            if own:  # any format: days from a file-name pattern, sidecars or ctrlens headers
+                self._dirs[key] = list_served(d, watch.checkpoint_pattern)
+            else:
+                self._dirs[key] = list_checkpoints(d)
         infos = self._dirs[key]
         if not infos:
-            raise CheckpointError(f"model {watch.name!r}: checkpoint_dir {d} holds no ctrlens checkpoints (ckpt-step*.pt)")
+            how = (f"files matching checkpoint_pattern {watch.checkpoint_pattern!r}" if watch.checkpoint_pattern else
+                   "checkpoints with a sidecar <file>.json saying which days they were trained on (served_from, "
+                   "trained_through or days_seen), or ctrlens checkpoints") if own else "ctrlens checkpoints (ckpt-step*.pt)"  # fmt: skip
+            raise CheckpointError(f"model {watch.name!r}: checkpoint_dir {d} holds no {how}")
         before = [i for i in infos if i.days_seen and max(i.days_seen) < day]
         if before:
-            return Path(before[-1].path)  # highest step among those trained only on earlier days
+            return Path(before[-1].path)  # trained last among those trained only on earlier days
         if any(i.days_seen for i in infos):
             raise CheckpointError(
                 f"model {watch.name!r}: no checkpoint in {d} was trained only on days before {day} "
@@ -191,14 +213,14 @@ class _Models:
             )
         return Path(infos[-1].path)
 
-    def load(self, path: Path) -> Any:
-        from ctrlens.models.checkpoint import load_checkpoint
-        from ctrlens.models.interface import as_view
+    def load(self, path: Path, watch: ModelWatch | None = None) -> Any:
+        from ctrlens.models.loader import load_model, resolve_loader
 
-        key = str(path)
+        ld = self.loader(watch) if watch is not None else resolve_loader(None)
+        key = (ld.spec, str(path))
         if key not in self._loaded:
-            model = load_checkpoint(path, self.schema, map_location=self.device)
-            self._loaded[key] = as_view(model)
+            self._loaded[key] = load_model(path, self.schema, ld, device=self.device,
+                                           pattern=watch.checkpoint_pattern if watch is not None else None)  # fmt: skip
         return self._loaded[key]
 
 
@@ -295,6 +317,8 @@ class NightlyJob:
         # run that fails on bad input leaves no database behind
         store = _LazyStore(self._store, self.cfg.db)
         models = self._models = _Models(ds.schema, cfg.device)
+        for watch in cfg.models:  # a loader that cannot be imported: exit 2 before anything is written
+            models.loader(watch)
         total = len(days) * len(cfg.models)
         self.progress("start", total=total, days=days)
         outcomes = []
@@ -328,8 +352,8 @@ class NightlyJob:
                 raise InputError(f"day {day} is not in the data at {self.cfg.data} (no day={day}/ folder); days present: {shown}")
             path = models.path_for(watch, day)
             o.checkpoint = str(path)
-            view = models.load(path)
-            info = view.model.ctrlens_checkpoint
+            view = models.load(path, watch)
+            info = view.checkpoint
             o.version = info.version
             vid = store.register_model(watch.name, info.weights_hash, info.schema_hash,
                                        {"model_name": info.model_name, **dict(info.config)})  # fmt: skip
@@ -382,7 +406,7 @@ class NightlyJob:
         p0 = Path(info.path).parent / "ckpt-step000000000.pt"  # `ctrlens train --save-initial`
         if p0.exists() and p0.resolve() != Path(info.path).resolve():
             try:
-                initial = self._models.load(p0).model
+                initial = self._models.load(p0, watch).model
             except InputError:
                 initial = None
         res = compute_day(view, ds, day, watch, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ctrlens.cli._loading import CHECKPOINT_HELP, load_view, loader_option
+from ctrlens.cli._loading import CHECKPOINT_HELP, DB_HELP, MODEL_HELP, load_view, loader_option, store_results
 from ctrlens.errors import InputError
 
 
@@ -37,6 +37,8 @@ def register(app: typer.Typer) -> None:
         tables: bool = typer.Option(False, "--tables", help="Also report embedding-table health."),
         device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (layer rows, comparison, tables)."),
+        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        model_name: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
     ) -> None:
         """Per-layer dead / saturated fractions and activation size; per-neuron statistics with --out."""
         import torch
@@ -73,6 +75,8 @@ def register(app: typer.Typer) -> None:
         health = embedding_health(view, s.seen) if tables else None
         version = view.version
         lay = s.layers().drop(columns=["edges_json", "projection_json"])
+        stored = store_results(db, model_name, view, day, [*s.to_results(), *([health] if health is not None else [])],
+                               {"command": "neurons", "checkpoint": str(checkpoint), "loader": loader, "layers": layer_list})  # fmt: skip
         if as_json:
             obj = {
                 "kind": "neurons",
@@ -83,10 +87,13 @@ def register(app: typer.Typer) -> None:
                 "compare": None if cmp is None else {"day": compare_day, "layers": json.loads(cmp.layers.to_json(orient="records"))},
                 "tables": None if health is None else json.loads(health.frame.drop(columns=["hist_json"]).to_json(orient="records")),
                 "out": None if out is None else str(out),
+                "stored": stored,
             }
             print(json.dumps(obj, default=_nan_free))
             return
         _print(view.name, version, day, lay, cmp, health)
+        if stored:
+            print(stored)
 
 
 def _nan_free(x: object) -> object:

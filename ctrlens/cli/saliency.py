@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ctrlens.cli._loading import CHECKPOINT_HELP, load_view, loader_option
+from ctrlens.cli._loading import CHECKPOINT_HELP, DB_HELP, MODEL_HELP, load_view, loader_option, store_results
 from ctrlens.errors import InputError
 
 
@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
         n_steps: int = typer.Option(16, "--n-steps", help="Integrated Gradients steps."),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("cpu", "--device"),
+        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        model_name: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
     ) -> None:
         """Which feature fields drive the model's predictions on a day (captum gradients per field)."""
         suffix = out.suffix.lower()
@@ -62,3 +64,7 @@ def register(app: typer.Typer) -> None:
             ch = ref.compare(rep).head(3)
             con.print(f"largest changes vs {compare_day}: " + ", ".join(f"{r.field} {r.delta:+.1%}" for r in ch.itertuples()))
         con.print(f"wrote {out}")
+        stored = store_results(db, model_name, view, rep.meta["day"], [rep.to_result()],
+                               {"command": "saliency", "checkpoint": str(checkpoint), "loader": loader, "method": method})  # fmt: skip
+        if stored:
+            con.print(stored)

@@ -355,8 +355,7 @@ class NightlyJob:
             view = models.load(path, watch)
             info = view.checkpoint
             o.version = info.version
-            vid = store.register_model(watch.name, info.weights_hash, info.schema_hash,
-                                       {"model_name": info.model_name, **dict(info.config)})  # fmt: skip
+            vid = store.register_view(watch.name, view)  # version: the checkpoint's weights / content hash
             o.version_id = vid
             if not force and _is_done(store, watch.name, vid, day):
                 o.status = "skipped"

@@ -193,6 +193,21 @@ class Store:
             )
         return int(row.id)
 
+    def register_view(self, name: str, view: Any, *, schema: Any = None) -> int:
+        """Register a :class:`~ctrlens.models.interface.ModelView`'s version under ``name``, working out
+        the checkpoint and schema hashes from the view (see :mod:`ctrlens.store.versions`)."""
+        from ctrlens.store.versions import register_view
+
+        return register_view(self, name, view, schema=schema)
+
+    def register_checkpoint(self, name: str, checkpoint: str | os.PathLike[str], schema: Any, loader: Any = None, *,
+                            device: str = "cpu") -> tuple[int, Any]:  # fmt: skip
+        """Load ``checkpoint`` with ``loader`` (default: the reference models') and register its version;
+        returns ``(version id, view)`` (see :mod:`ctrlens.store.versions`)."""
+        from ctrlens.store.versions import register_checkpoint
+
+        return register_checkpoint(self, name, checkpoint, schema, loader, device=device)
+
     # ----------------------------------------------------------------------------- writing
 
     def write_day(

@@ -260,8 +260,10 @@ def ctr_by_position(dataset: Any, day: str) -> pd.DataFrame | None:
     pos = dataset.schema.position
     if pos is None:
         return None
-    f = dataset.read_frame(day, columns=[pos.name, "click"])
-    g = f.groupby(pos.name)["click"].agg(["count", "sum"]).rename(columns={"count": "rows", "sum": "clicks"})
+    # the click label, else the schema's first label (data whose label is "purchase", "income", ...)
+    label = "click" if "click" in dataset.schema.labels else dataset.schema.labels[0]
+    f = dataset.read_frame(day, columns=[pos.name, label])
+    g = f.groupby(pos.name)[label].agg(["count", "sum"]).rename(columns={"count": "rows", "sum": "clicks"})
     g["ctr"] = g["clicks"] / g["rows"]
     return g
 

@@ -418,10 +418,13 @@ def check_view(view: Any, schema: Any, *, where: str = "model view", rows: int =
     if bad:
         raise LoaderError(f"{where}: the view's field(s) {bad} are not in the data's schema; schema fields: {list(schema.names)}")
     labels = set(schema.labels)
+    if not view.heads:
+        raise LoaderError(f"{where}: the view has no heads; name at least one, e.g. heads={{'ctr': 'click'}}")
     for h, spec in view.heads.items():
         if spec.label is None:
             continue
-        missing = [lab for lab in str(spec.label).split("*") if lab not in labels]
+        need = str(spec.label).split("*") + (["click"] if spec.rows == "clicked" else [])
+        missing = [lab for lab in need if lab not in labels]
         if missing:
             raise LoaderError(f"{where}: head {h!r} predicts label {spec.label!r}, but the data has no label "
                               f"{missing[0]!r}; labels: {list(schema.labels)}")  # fmt: skip

@@ -170,7 +170,7 @@ def test_report_of_a_checkpoint_through_its_loader(watched, tmp_path) -> None:
 
 def test_dashboard_shows_the_own_model(watched, tmp_path) -> None:
     from ctrlens.dashboard import create_app
-    from ctrlens.dashboard.testing import ServerThread
+    from dashboard_testing import ServerThread
     from test_dashboard_browser import GRAPHS_READY, _open, _wait
 
     pytest.importorskip("selenium")

@@ -297,3 +297,28 @@ def test_cli_with_loader_gives_the_python_numbers(own, tmp_path, capsys) -> None
         assert list(v["checkpoint_hash"]) == [view.version]
         kinds = set(store.read_day(int(v["version_id"].iloc[0]), d1, run_kind="analysis"))
         assert {"neuron_stats", "layer_stats", "probe", "saliency"} <= kinds
+
+
+def test_checkpoint_dir_of_own_files_needs_their_days(own, tmp_path, capsys) -> None:
+    import shutil
+
+    import yaml
+
+    ds, ck = own
+    d = tmp_path / "ckpts"
+    d.mkdir()
+    shutil.copy(ck, d / "model-a.pt")  # no pattern, no sidecar: which days does it serve?
+    db = tmp_path / "db" / "x.sqlite"
+
+    def nightly(**model) -> int:
+        cfg = tmp_path / "nightly.yaml"
+        cfg.write_text(yaml.safe_dump({"db": str(db), "data": str(ds.root), "report_dir": "",
+                                       "models": [{"name": "own", "loader": LOADER, "checkpoint_dir": str(d), **model}]}))  # fmt: skip
+        return run(["nightly", "-c", cfg, "--day", _days(ds)[2], "-q"])
+
+    assert nightly() == 2
+    assert "holds no checkpoints with a sidecar <file>.json" in capsys.readouterr().err
+    (d / "model-a.pt.json").write_text(json.dumps({"served_from": _days(ds)[3]}))  # serves only later days
+    assert nightly() == 2
+    assert f"no checkpoint in {d} was trained only on days before {_days(ds)[2]}" in capsys.readouterr().err
+    assert not db.parent.exists()

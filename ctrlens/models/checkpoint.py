@@ -357,7 +357,16 @@ def load_checkpoint(
     saved = Schema.from_dict(json.loads(ck["schema"]), source=f"checkpoint {path}")
     if schema is not None:
         check_schema(path, ck["schema_hash"], saved, schema)
-    model = build_model(ck["model_name"], schema or saved, ck["config"], builder)
+    try:
+        model = build_model(ck["model_name"], schema or saved, ck["config"], builder)
+    except InputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # a config value of the wrong type / shape
+        config = dict(ck.get("config") or {})
+        raise CheckpointError(
+            f"checkpoint {path}: model {ck['model_name']!r} cannot be built from its stored config {config}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r} (a config value of the wrong type?)"
+        ) from None
     try:
         model.load_state_dict(ck["state_dict"])
     except RuntimeError as e:

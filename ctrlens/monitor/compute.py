@@ -41,8 +41,10 @@ from ctrlens.monitor.config import ModelWatch
 from ctrlens.neurons.sketch import row_hash
 from ctrlens.results import COLUMNS, Result
 
-#: Rows per forward of the permutation importance: small enough for the CPU's caches (measured on
-#: DIN: 1024-row chunks run ~2x faster per row than 20k-row batches).
+#: Rows per forward on CPU (the loader's batches are split): small enough for the CPU's caches
+#: (measured on DIN: 1024-row forwards run ~1.7x faster per row than 4096-row ones, ~3x than 20k).
+CPU_FORWARD_ROWS = 1024
+#: Rows per forward of the permutation importance (any device; one permutation per chunk).
 PERMUTATION_CHUNK = 1024
 #: Rows kept per field and head for the permutation importance's p50 / p90 (exact up to this).
 PERMUTATION_QUANTILE_ROWS = 100_000
@@ -129,7 +131,14 @@ def hooked_pass(view: ModelView, batches: Iterable[Batch], heads: list[str], *, 
             for b in batches:
                 b = b.to(device) if device.type != "cpu" else b
                 rows += len(b)
-                out = mon.forward(b)
+                # on CPU, forwards of at most CPU_FORWARD_ROWS rows: [B, L, H] activations that fit the
+                # caches run ~1.5x faster per row than one 4096-row forward
+                if device.type == "cpu" and len(b) > CPU_FORWARD_ROWS:
+                    parts = [mon.forward(c) for c in b.split(CPU_FORWARD_ROWS)]
+                    out = {k: torch.cat([o[k] for o in parts]) for k in parts[0]}
+                    del parts
+                else:
+                    out = mon.forward(b)
                 for h in heads:
                     spec = view.heads[h]
                     y, mask = spec.target(b)
@@ -638,6 +647,7 @@ def compute_day(
     if view.device != dev:
         view.model.to(dev)
     heads = labelled_heads(view, watch.heads)
+    fwd_rows = min(batch_size, CPU_FORWARD_ROWS) if dev.type == "cpu" else batch_size  # probes, saliency
     t: dict[str, float] = {}
     out: dict[str, Result] = {}
     obs: list[dict[str, Any]] = []
@@ -677,7 +687,7 @@ def compute_day(
     if watch.rows.probes > 0:
         t0 = time.perf_counter()
         step("probes")
-        probe = _probes(view, dataset, day, heads, watch, batch_size=batch_size, seed=seed, version=version, meta=meta)
+        probe = _probes(view, dataset, day, heads, watch, batch_size=fwd_rows, seed=seed, version=version, meta=meta)
         if probe is not None:
             out["probe"] = probe
         t["probes"] = time.perf_counter() - t0
@@ -685,13 +695,13 @@ def compute_day(
     if watch.rows.saliency > 0:
         t0 = time.perf_counter()
         step("saliency")
-        sb = sample_batches(dataset, day, watch.rows.saliency, batch_size=batch_size, seed=seed + 1, images=images)
+        sb = sample_batches(dataset, day, watch.rows.saliency, batch_size=fwd_rows, seed=seed + 1, images=images)
         frames = []
         try:
             import ctrlens.saliency as sal
 
             rep = sal.report(view, sb, day=day, method=watch.saliency_method, head=heads, max_rows=watch.rows.saliency,
-                             batch_size=batch_size, seed=seed, device=device)  # fmt: skip
+                             batch_size=fwd_rows, seed=seed, device=device)  # fmt: skip
             frames.append(rep.result.frame)
             sal_meta = {k: rep.meta.get(k) for k in ("method", "target", "rows", "baseline")}
         except InputError as e:

@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Recompute days already done (replaces them, never duplicates)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (outcomes, new alerts, exit code) on stdout."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        workers: int = typer.Option(1, "--workers", "-w", help="Run this many models at a time in worker processes "
+                                    "(each model's days stay in order; one summary, one exit code)."),
     ) -> None:
         """Measure, drift-test and diagnose every configured model for a day or a range of days.
 
@@ -29,13 +31,13 @@ def register(app: typer.Typer) -> None:
         notification channel failed (retried by the next run).
         """
         from ctrlens.monitor.config import load_config
-        from ctrlens.monitor.job import NightlyJob
+        from ctrlens.monitor.fleet import run_fleet
         from ctrlens.results import jsonable
 
         cfg = load_config(config)  # InputError -> one line, exit 2, before anything is written
         bar = _Progress(enabled=not quiet)
         try:
-            summary = NightlyJob(cfg, progress=bar).run(day=day, start=start, end=end, force=force)
+            summary = run_fleet(cfg, workers=workers, day=day, start=start, end=end, force=force, progress=bar)
         finally:
             bar.close()
         if as_json:

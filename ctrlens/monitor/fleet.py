@@ -10,15 +10,17 @@ them), with one exit code.
     from ctrlens.monitor.fleet import run_fleet
     summary = run_fleet(load_config("nightly.yaml"), workers=4, start="2026-01-08")
 
-Workers are spawned (a fresh interpreter each: no forked torch state); each uses
-``torch threads // workers`` intra-op threads so the workers together use the cores once. The
-dataset, days and configuration are checked in this process first: bad input exits 2 with nothing
-written, as the sequential job does.
+Workers are forked on Linux for a CPU job (they start at once, with the libraries this process
+already imported; they are forked before any torch computation or progress thread runs here) and
+spawned otherwise (a fresh interpreter each: CUDA cannot be forked); each uses ``cores // workers``
+intra-op threads so the workers together use the cores once. The dataset, days and configuration
+are checked in this process first: bad input exits 2 with nothing written, as the sequential job does.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_mod
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable
@@ -59,11 +61,13 @@ def _drain(q: Any, progress: Callable[..., None]) -> None:
 
 
 def run_fleet(cfg: NightlyConfig, *, workers: int = 1, day: str | None = None, start: str | None = None,
-              end: str | None = None, force: bool = False, progress: Callable[..., None] | None = None) -> JobSummary:  # fmt: skip
+              end: str | None = None, force: bool = False, progress: Callable[..., None] | None = None,
+              start_method: str | None = None) -> JobSummary:  # fmt: skip
     """Run the nightly job for every model of ``cfg``, ``workers`` models at a time.
 
     ``workers=1`` (or a single model) is the sequential job in this process. Returns the merged
     :class:`JobSummary`; a worker that dies takes only its own model's days down (``failed``).
+    ``start_method``: ``fork`` / ``spawn`` / ``forkserver`` (default: see the module docstring).
     """
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
@@ -80,16 +84,17 @@ def run_fleet(cfg: NightlyConfig, *, workers: int = 1, day: str | None = None, s
         days = sorted(set(days) | {d for d in cfg.reference.days if d in available})  # type: ignore[union-attr]
     if any(d in set(available) for d in days):
         _create_store(cfg.db)  # once, here: workers creating one database at the same moment would race
-    import torch
-
-    threads = max(1, torch.get_num_threads() // n)
-    ctx = mp.get_context("spawn")
+    threads = max(1, _cores() // n)
+    if start_method is None:
+        start_method = "fork" if "fork" in mp.get_all_start_methods() and str(cfg.device) == "cpu" else "spawn"
+    ctx = mp.get_context(start_method)
     q = ctx.Queue()
-    progress("start", total=len(days) * len(cfg.models), days=days)
     order = {w.name: i for i, w in enumerate(cfg.models)}
     outcomes: list[Outcome] = []
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(q, threads)) as ex:
+        # submitting starts the workers (all of them, for fork) -- before the progress bar's thread
         futures = {ex.submit(_run_model, cfg.with_(models=(w,)), day, start, end, force): w for w in cfg.models}
+        progress("start", total=len(days) * len(cfg.models), days=days)
         pending = set(futures)
         while pending:
             _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -104,6 +109,16 @@ def run_fleet(cfg: NightlyConfig, *, workers: int = 1, day: str | None = None, s
             outcomes += [Outcome(w.name, d, "failed", error=f"worker process failed: {type(e).__name__}: {e}") for d in days]
     outcomes.sort(key=lambda o: (o.day, order.get(o.model, 0)))
     return JobSummary(outcomes, days, cfg.exit_on_alert)
+
+
+def _cores() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _create_store(url: str) -> None:

@@ -48,6 +48,9 @@ CPU_FORWARD_ROWS = 1024
 PERMUTATION_CHUNK = 1024
 #: Rows kept per field and head for the permutation importance's p50 / p90 (exact up to this).
 PERMUTATION_QUANTILE_ROWS = 100_000
+#: Shuffle window of whole-day passes (rows mixed before they are cut into batches and permutation
+#: chunks): bounded, so the loader's buffer does not grow with the day.
+WHOLE_DAY_SHUFFLE_ROWS = 65_536
 #: Rows of the day's sample whose field values give the field dependences (memory bounded; the
 #: whole default sample).
 DEPENDENCE_ROWS = 200_000
@@ -86,6 +89,8 @@ def stream_batches(dataset: Any, day: str, rows: int, *, batch_size: int, seed: 
     """:func:`sample_batches` as a stream (one batch in memory at a time; rank ``rank``'s share)."""
     limit = None if rows <= 0 else rows
     kw: dict[str, Any] = {"images": images} if not images else {}
+    if limit is None:  # the whole day: every row is used anyway; mixing windows need not hold a day
+        kw["shuffle_buffer"] = WHOLE_DAY_SHUFFLE_ROWS
     if world_size > 1:
         kw.update(rank=rank, world_size=world_size)
     return iter(dataset.iter_batches(day, batch_size=batch_size, shuffle=True, seed=seed, limit=limit, **kw))

@@ -9,16 +9,21 @@ stored as drift rows.
 Passes over the data, each on a seeded sample of the day (``ModelWatch.rows``):
 
 1. ``field_stats``: one streaming pass over the whole day (no model);
-2. the **hooked pass**: :class:`~ctrlens.neurons.NeuronMonitor` summarises every watched layer and
-   records the embedding rows looked up, and the model outputs of the same forward give the
-   quality metrics (and PAL's seen curve) -- one inference for all of it;
-3. on the same rows, without the model: the dependence of every pair of fields (normalised mutual
-   information), and with it: the permutation importance of each field (one forward per field).
-   A *shuffled* column keeps its distribution; these two are what notice it;
+2. the **hooked pass**, streamed (each batch reduced as it passes, never collected: ``rows.neurons:
+   0`` runs a whole day in bounded memory): :class:`~ctrlens.neurons.NeuronMonitor` summarises every
+   watched layer and records the embedding rows looked up, and the model outputs of the same
+   forward give the quality metrics (and PAL's seen curve) -- one inference for all of it;
+3. on the same batches as they pass: the permutation importance of each field
+   (:class:`PermutationImportance`: per chunk one forward, then per field only the blocks the
+   field reaches) and a bounded sample for the dependence of every pair of fields (normalised
+   mutual information). A *shuffled* column keeps its distribution; these two are what notice it;
 4. probes (:class:`~ctrlens.probes.ProbeSuite`: its own hooked pass over its sample, as its API
    decides), one suite per head;
 5. saliency (:func:`ctrlens.saliency.report`, gradient method by default);
-6. observed CTR by position (two columns of the day).
+6. observed CTR by position (two columns of the day, streamed).
+
+Pixels are decoded only for models that read images (:func:`needs_images`); on CPU, forwards run
+on pieces of :data:`CPU_FORWARD_ROWS` rows.
 """
 
 from __future__ import annotations

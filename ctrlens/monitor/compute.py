@@ -193,7 +193,10 @@ class _Memo:
     instead of running. Exact by construction (the same inputs give the same output); a block whose
     inputs cannot be compared (e.g. the :class:`Batch` itself) always runs.
 
-    Blocks: the model's children, looking through ``ModuleDict`` / ``ModuleList`` containers.
+    Blocks: the model's children, looking through ``ModuleDict`` / ``ModuleList`` containers. The
+    assumption (true of the reference models, tested against the brute force): in eval mode a
+    block's output depends only on its arguments and weights, not on state another block set during
+    the forward. ``PermutationImportance(memo=False)`` runs every block.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -218,13 +221,17 @@ class _Memo:
             self.saved = {}
 
     def __enter__(self) -> "_Memo":
+        self._own = [m.__dict__.get("forward") for m in self.blocks]  # a forward set on the instance
         for i, m in enumerate(self.blocks):
             m.forward = self._wrap(i, m.forward)  # instance attribute: nn.Module.__call__ finds it
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for m in self.blocks:
-            m.__dict__.pop("forward", None)
+        for m, own in zip(self.blocks, self._own):
+            if own is None:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = own
         self.saved = {}
 
     def _wrap(self, i: int, forward: Any) -> Any:

@@ -229,15 +229,16 @@ def bench_fleet(world: Path, ck: Path, folder: Path, reps: int, models: int = 4)
             run = folder / f"fleet-{rep}-{workers}"
             run.mkdir(parents=True, exist_ok=True)
             cfg = {"db": str(run / "ctrlens.sqlite"), "data": str(world), "report_dir": "",
-                   "models": [{"name": f"din-{i}", "checkpoint": str(ck), "rows": {"neurons": 5000, "probes": 2000, "saliency": 1000}}
-                              for i in range(models)]}  # fmt: skip
+                   "models": [{"name": f"din-{i}", "checkpoint": str(ck)} for i in range(models)]}  # default rows
             (run / "nightly.yaml").write_text(yaml.safe_dump(cfg))
-            cmd = [sys.executable, "-m", "ctrlens.cli", "nightly", "--config", str(run / "nightly.yaml"),
-                   "--from", days[0], "--to", days[-1], "--workers", str(workers)]  # fmt: skip
+            cmd = [sys.executable, "-c", "import sys; from ctrlens.cli import main; main(sys.argv[1:])", "nightly",
+                   "--config", str(run / "nightly.yaml"), "--from", days[0], "--to", days[-1], "--workers", str(workers),
+                   "--quiet", "--json"]  # fmt: skip
             t0 = time.perf_counter()
             p = subprocess.run(cmd, env=env, capture_output=True, text=True)
             walls[workers].append(time.perf_counter() - t0)
-            if p.returncode not in (0, 1):
+            done = json.loads(p.stdout)["outcomes"] if p.returncode in (0, 1) else []
+            if p.returncode not in (0, 1) or len(done) != models * len(days) or any(o["status"] != "ok" for o in done):
                 raise SystemExit(f"fleet run failed ({p.returncode}): {p.stderr[-2000:]}")
     seq, par = min(walls[1]), min(walls[2])
     out = {"models": models, "days": len(days), "sequential_s": round(seq, 2), "workers2_s": round(par, 2),

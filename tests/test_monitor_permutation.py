@@ -136,3 +136,38 @@ def test_chunked_permutation_agrees_with_one_permutation_of_all_rows():
     # the two estimates are independent draws of the same expectation: within 5 standard errors
     se = np.sqrt(old["std"] ** 2 + new["std"] ** 2) / np.sqrt(len(rows))
     assert (np.abs(new["mean"] - old["mean"]) <= 5 * se + 1e-9).all(), pd.DataFrame({"old": old["mean"], "new": new["mean"], "se": se})
+
+
+# -- the streamed day's other parts against the collected computation ------------------------------
+
+
+def test_streamed_day_parts_equal_the_collected_computation(tmp_path):
+    """Whole-day streaming pieces: the stream covers every row once, the dependence sample (below its
+    cap) equals the dependences of the concatenated rows, CTR by position equals a pandas group-by."""
+    from ctrlens.data import DailyDataset
+    from ctrlens.monitor.compute import DependenceSample, ctr_by_position, dependence_observations, stream_batches
+    from data_fixtures import write_dataset
+
+    _, frames = write_dataset(tmp_path, rows=500)
+    ds = DailyDataset(tmp_path)
+    d = "2026-01-01"
+    batches = list(stream_batches(ds, d, 0, batch_size=64, seed=3, images=False))
+    rows = torch.cat([b.row for b in batches])
+    assert sorted(rows.tolist()) == list(range(ds.num_rows(d)))  # the whole day, each row once
+    assert all(b.images is None for b in batches)
+    acc = DependenceSample(ds.schema, max_rows=10_000)
+    for b in batches:
+        acc.add(b)
+    assert acc.observations() == dependence_observations([Batch.concat(batches)], ds.schema)
+    capped = DependenceSample(ds.schema, max_rows=100)
+    for b in batches:
+        capped.add(b)
+    first = Batch.concat(batches).select(slice(0, 100))
+    assert capped.rows == 100 and capped.observations() == dependence_observations([first], ds.schema)
+    f = frames[d]
+    want = f.dropna(subset=["position", "click"]).groupby("position")["click"].agg(["count", "sum"])
+    got = ctr_by_position(ds, d)
+    assert list(got.index) == [int(i) for i in want.index]
+    assert got["rows"].tolist() == want["count"].tolist()
+    np.testing.assert_allclose(got["clicks"], want["sum"].astype(float))
+    np.testing.assert_allclose(got["ctr"], want["sum"] / want["count"])

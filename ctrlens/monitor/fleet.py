@@ -100,15 +100,21 @@ def run_fleet(cfg: NightlyConfig, *, workers: int = 1, day: str | None = None, s
             _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(q, progress)
         _drain(q, progress)
+    notify: list[dict[str, Any]] = []
     for fut, w in futures.items():
         try:
-            outcomes += fut.result().outcomes
+            res = fut.result()
+            outcomes += res.outcomes
+            if res.notify is not None:
+                notify.append(res.notify)
         except InputError:
             raise
         except Exception as e:  # the worker process died (killed, out of memory): its model's days failed
             outcomes += [Outcome(w.name, d, "failed", error=f"worker process failed: {type(e).__name__}: {e}") for d in days]
     outcomes.sort(key=lambda o: (o.day, order.get(o.model, 0)))
-    return JobSummary(outcomes, days, cfg.exit_on_alert)
+    # each worker notified for its own model; the fleet's exit code says whether any channel failed
+    merged = {"ok": all(n.get("ok", True) for n in notify), "workers": notify} if notify else None
+    return JobSummary(outcomes, days, cfg.exit_on_alert, merged)
 
 
 def _cores() -> int:

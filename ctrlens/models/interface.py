@@ -89,6 +89,11 @@ class HeadSpec:
         label: which label the head predicts (``None`` for auxiliary heads such as PAL's ``seen``).
         rows: ``"all"`` impressions, or only ``"clicked"`` ones (ESMM's CVR).
         logit: key of the matching logit in the outputs, if the model provides one.
+        calibrated: key of the output whose probabilities the observed labels estimate, when that is
+            not the head's own output. PAL's served pCTR is position-free while observed clicks carry
+            the position bias: its ``ctr`` head is calibrated against ``ProbSeen x pCTR`` (its
+            ``click`` output), so that a well-trained PAL reads about 1, not ``1 / mean(ProbSeen)``.
+            Falls back to the head's own output when the forward did not return it (no position).
     """
 
     name: str
@@ -96,6 +101,17 @@ class HeadSpec:
     label: HeadLabel | None = "click"
     rows: Literal["all", "clicked"] = "all"
     logit: str | None = None
+    calibrated: str | None = None
+
+    def predictions(self, out: Mapping[str, Tensor], mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``(p [B'], p_calibration [B'] or None)`` of this head from a forward's outputs, on the rows of
+        ``mask`` (from :meth:`target`); the second is the output named by ``calibrated``, if returned."""
+        p = out[self.output].reshape(-1)
+        c = out[self.calibrated].reshape(-1) if self.calibrated is not None and self.calibrated in out else None
+        if mask is not None:
+            p = p[mask]
+            c = None if c is None else c[mask]
+        return p, c
 
     def target(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """``(y [B'], row_mask [B] or None)`` for this head on ``batch``."""

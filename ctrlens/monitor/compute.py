@@ -152,12 +152,9 @@ def hooked_pass(view: ModelView, batches: Iterable[Batch], heads: list[str], *, 
                 for h in heads:
                     spec = view.heads[h]
                     y, mask = spec.target(b)
-                    p = out[spec.output].reshape(-1).float()
-                    users = b.user
-                    if mask is not None:
-                        p = p[mask]
-                        users = None if users is None else users[mask]
-                    accs[h].add(y, p, users)
+                    p, p_cal = spec.predictions(out, mask)
+                    users = b.user if mask is None or b.user is None else b.user[mask]
+                    accs[h].add(y, p.float(), users, p_cal)
                 if seen_spec is not None and pos_field and seen_spec.output in out and pos_field in b.features:
                     pos = b.features[pos_field].reshape(-1).cpu().numpy()
                     s = out[seen_spec.output].reshape(-1).float().cpu().numpy()

@@ -204,12 +204,18 @@ class HeadAccumulator:
     users: list[np.ndarray] = field(default_factory=list)
     has_users: bool = True
     gauc_info: GaucDetail | None = None  # set by row()
+    #: predictions the labels estimate when not ``preds`` (``HeadSpec.calibrated``: PAL's ctr head)
+    cal_preds: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, y: Any, p: Any, users: Any | None) -> None:
+    def add(self, y: Any, p: Any, users: Any | None, p_calibration: Any | None = None) -> None:
         y_, p_ = _np(y, np.float32), _np(p, np.float32)
         _check(y_, p_, f"head {self.head!r}")
         self.labels.append(y_)
         self.preds.append(p_)
+        if p_calibration is not None:
+            c = _np(p_calibration, np.float32)
+            _check(y_, c, f"head {self.head!r} (calibration)")
+            self.cal_preds.append(c)
         if users is None:
             self.has_users = False
         else:
@@ -226,7 +232,16 @@ class HeadAccumulator:
         self.preds += other.preds
         self.labels += other.labels
         self.users += other.users
+        self.cal_preds += other.cal_preds
         self.has_users = self.has_users and other.has_users
+
+    def _calibration_preds(self, p: np.ndarray) -> np.ndarray:
+        n_cal = sum(len(c) for c in self.cal_preds)
+        if n_cal == 0:
+            return p
+        if n_cal != p.size:  # some batches without the calibration output: compare like with like or not at all
+            raise InputError(f"head {self.head!r}: calibration predictions for {n_cal} of {p.size} rows")
+        return np.concatenate(self.cal_preds).astype(np.float64)
 
     def row(self, reference_rate: float | None = None) -> dict[str, Any]:
         """The ``quality`` row of this head."""
@@ -243,7 +258,7 @@ class HeadAccumulator:
             "gauc": self.gauc_info.gauc if self.gauc_info is not None else float("nan"),
             "logloss": logloss(y, p),
             "ne": ne(y, p),
-            "calibration": calibration(y, p),
+            "calibration": calibration(y, self._calibration_preds(p)),
             "mean_pred": float(p.mean()) if n else float("nan"),
             "actual_rate": rate,
             "score_hist_json": score_histogram(p, norm if n else float("nan")),
@@ -300,12 +315,9 @@ def accumulate(view: Any, batches: Iterable["Batch"], heads: Sequence[str] | Non
                     if spec.output not in out:
                         raise InputError(f"model {v.name!r}: head {h!r} reads output {spec.output!r}, which forward did not return (outputs: {sorted(out)})")
                     y, mask = spec.target(b)
-                    p = out[spec.output].reshape(-1)
-                    users = b.user
-                    if mask is not None:
-                        p = p[mask]
-                        users = None if users is None else users[mask]
-                    accs[h].add(y, p.float(), users)
+                    p, p_cal = spec.predictions(out, mask)
+                    users = b.user if mask is None or b.user is None else b.user[mask]
+                    accs[h].add(y, p.float(), users, p_cal)
     finally:
         model.train(was_training)
     return accs

@@ -106,7 +106,8 @@ class PALModel(CTRModel):
 
     def head_specs(self) -> dict[str, HeadSpec]:
         return {
-            "ctr": HeadSpec("ctr", "ctr", "click", "all", "ctr_logit"),
+            # served pCTR is position-free; observed clicks estimate ProbSeen x pCTR ("click")
+            "ctr": HeadSpec("ctr", "ctr", "click", "all", "ctr_logit", calibrated="click"),
             "seen": HeadSpec("seen", "seen", None, "all", "seen_logit"),
             "click": HeadSpec("click", "click", "click", "all", None),
         }

@@ -10,6 +10,9 @@ set -euo pipefail
 CTRLENS_PYTHON="${CTRLENS_PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 VENV="${VENV:-.venv}"
+# The integration extras (docs/torchrec.md, docs/deepctr-torch.md) are installed too, so their tests run.
+CTRLENS_EXTRAS="${CTRLENS_EXTRAS:-dev,torchrec,deepctr}"
+TORCHREC_SPEC="${TORCHREC_SPEC:-torchrec==1.8.0}"
 
 if ! "$CTRLENS_PYTHON" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
   echo "ctrlens needs Python >= 3.10 ($CTRLENS_PYTHON is $("$CTRLENS_PYTHON" --version 2>&1 || echo missing))" >&2
@@ -28,7 +31,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 stamp="$VENV/.ctrlens-installed"
-want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC ${TORCH_INDEX_URL:-}"
+want="$(cat pyproject.toml scripts/env.sh | sha256sum | cut -c1-16) $TORCH_SPEC ${TORCH_INDEX_URL:-}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing into $VENV ($TORCH_SPEC, then ctrlens and its dependencies)"
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
@@ -37,6 +40,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   else
     "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
   fi
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q -e ".[$CTRLENS_EXTRAS]"
+  if [[ ",$CTRLENS_EXTRAS," == *",torchrec,"* ]]; then
+    # torchrec's own metadata asks for `fbgemm-gpu` (the CUDA build, with another torch): install it
+    # without deps; the torchrec extra brought what it needs (fbgemm-gpu-cpu, tensordict, torchmetrics...).
+    "$VENV/bin/python" -m pip install -q --no-deps "$TORCHREC_SPEC"
+  fi
+  "$VENV/bin/python" - "$TORCH_SPEC" <<'PY'
+import sys, torch  # no extra may have replaced the pinned torch
+spec = sys.argv[1]
+if "==" in spec and torch.__version__.split("+")[0] != spec.split("==", 1)[1].split("+")[0]:
+    sys.exit(f"torch {torch.__version__} is installed but {spec} was pinned: a dependency replaced it")
+PY
   echo "$want" > "$stamp"
 fi

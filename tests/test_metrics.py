@@ -179,3 +179,38 @@ def test_evaluate_bad_heads() -> None:
         M.evaluate(view, batches, heads=["aux"])
     with pytest.raises(InputError, match="without day"):
         M.evaluate(view, type("D", (), {"iter_batches": lambda *a, **k: []})())
+
+
+def test_pal_ctr_head_is_calibrated_against_what_clicks_estimate() -> None:
+    """PAL's pCTR is position-free; observed clicks estimate ProbSeen x pCTR. Its ctr head's
+    calibration compares like with like (the model's click output), so a PAL that fits the clicks
+    reads about 1, not 1 / mean(ProbSeen)."""
+    import torch
+
+    from ctrlens.data.batch import Batch
+    from ctrlens.metrics import accumulate, quality_result
+    from ctrlens.models.interface import HeadSpec, ModelView
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    pctr = rng.uniform(0.05, 0.3, n)
+    seen = np.where(rng.random(n) < 0.5, 0.9, 0.3)  # two positions
+    click = (rng.random(n) < pctr * seen).astype(np.float32)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, b: Batch) -> dict:
+            i = b.row
+            return {"ctr": torch.tensor(pctr)[i].float(), "click": torch.tensor(pctr * seen)[i].float()}
+
+    heads = {"ctr": HeadSpec("ctr", "ctr", "click", "all", None, calibrated="click"),
+             "plain": HeadSpec("plain", "ctr", "click", "all", None)}
+    view = ModelView(Fixed(), lambda m, b: m(b), {}, {}, heads, name="pal-like")
+    batches = [Batch(features={}, labels={"click": torch.tensor(click[s:s + 5000])}, row=torch.arange(s, s + 5000))
+               for s in range(0, n, 5000)]
+    q = quality_result(accumulate(view, batches).values()).frame.set_index("head")
+    want = (pctr * seen).sum() / click.sum()
+    assert q.loc["ctr", "calibration"] == pytest.approx(want, rel=1e-5)
+    assert q.loc["ctr", "calibration"] == pytest.approx(1.0, abs=0.05)
+    assert q.loc["plain", "calibration"] == pytest.approx(pctr.sum() / click.sum(), rel=1e-5)  # ~1 / mean(seen)
+    assert q.loc["plain", "calibration"] > 1.5
+    assert q.loc["ctr", "auc"] == q.loc["plain", "auc"]  # ranking still of the served pCTR

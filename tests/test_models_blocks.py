@@ -315,3 +315,22 @@ def test_bce_product_matches_naive():
     torch.testing.assert_close(bce_product(a, c, y), want, rtol=1e-5, atol=1e-6)
     big = torch.full((2,), 40.0)  # sigmoid rounds to 1: still finite
     assert torch.isfinite(bce_product(big, big, torch.tensor([0.0, 1.0])))
+
+
+@pytest.mark.parametrize("activation", ["prelu", "dice"])
+def test_local_activation_unit_factored_inference_equals_the_explicit_input(activation):
+    """In eval without gradients the unit skips building ``[q, k, q - k, q * k]`` (its first layer
+    factored per row and per behaviour): the same weights and outputs as the explicit input, to rounding."""
+    torch.manual_seed(0)
+    unit = LocalActivationUnit(6, (8, 4), activation).eval()
+    q, k = torch.randn(5, 6), torch.randn(5, 7, 6)
+    mask = torch.rand(5, 7) > 0.3
+    with torch.no_grad():
+        assert unit._factored()
+        fast = unit(q, k * mask[..., None], mask)
+        h = unit.mlp.linears[0].register_forward_hook(lambda m, a, o: None)  # watching the layer: explicit path
+        assert not unit._factored()
+        slow = unit(q, k * mask[..., None], mask)
+        h.remove()
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

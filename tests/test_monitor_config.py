@@ -38,7 +38,7 @@ db: sqlite:////var/ctrlens/ctrlens.sqlite
 data: /data/world
 exit_on_alert: false
 report_dir: ""
-reference: {kind: fixed, days: [2026-01-03, 2026-01-01, 2026-01-02]}
+reference: {kind: fixed, days: [2026-01-03, 2026-01-01, 2026-01-02], min_days: 2}
 thresholds: {k: 5, persistence: 2, floors: {psi: 0.05}}
 models:
   - name: din-prod

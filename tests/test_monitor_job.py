@@ -113,22 +113,28 @@ def test_backfill_skips_done_days_unless_forced(nightly_world: NightlyWorld, tmp
 
 
 def test_lock_held_by_another_job(nightly_world: NightlyWorld, tmp_path: Path) -> None:
+    """A live job elsewhere holds day 11: this job waits lock_wait_s, reports it locked, and the later
+    day it still computes is marked incomplete (exit 3); the next run redoes both."""
     from ctrlens.monitor import load_config
     from ctrlens.monitor.job import EXIT_PARTIAL, NightlyJob
 
-    cfg = load_config(nightly_world.config(tmp_path, db=nightly_world.snapshot))
+    cfg = load_config(nightly_world.config(tmp_path, db=nightly_world.snapshot, lock_wait_s=0.5))
     with _store(tmp_path / "ctrlens.sqlite") as s:
-        token = s.acquire("pal", day(11), purpose="nightly", owner="other-host:4242:job")
+        token = s.acquire("pal", day(11), purpose="nightly", owner="other-host:4242:job", ttl_s=3600)
         assert token
         res = NightlyJob(cfg, store=s).run(start=day(11), end=day(12))
         o11, o12 = res.outcomes
         assert o11.status == "locked" and "locked by other-host:4242:job" in o11.error
-        assert o12.status == "ok"  # the other days go on
-        assert res.exit_code == EXIT_PARTIAL
+        assert o12.status == "ok" and o12.incomplete == [day(11)]  # the other days go on, and say so
+        assert res.exit_code == EXIT_PARTIAL and res.to_dict()["incomplete"] == [f"pal {day(12)}"]
         assert day(11) not in s.days(model="pal", run_kind="nightly")
         assert s.release("pal", day(11), token, purpose="nightly")
-        again = NightlyJob(cfg, store=s).run(day=day(11))
-        assert again.outcomes[0].status == "ok"
+        again = NightlyJob(cfg, store=s).run(start=day(11), end=day(12))
+        assert [o.status for o in again.outcomes] == ["ok", "ok"], [(o.status, o.error) for o in again.outcomes]
+        assert "missing" in again.outcomes[1].recomputed and not again.outcomes[1].incomplete
+        params = s.runs(model="pal", days=day(12), run_kind="nightly").iloc[0]["params"]
+        assert day(11) in params["reference_days"] and params["provenance"]["incomplete"] == []
+        assert again.exit_code in (0, 1)
 
 
 def test_missing_day_fails_alone_and_writes_nothing(nightly_world: NightlyWorld, tmp_path: Path, capsys) -> None:
@@ -191,7 +197,7 @@ def test_killed_job_leaves_nothing_partial(nightly_world: NightlyWorld, tmp_path
     from ctrlens.monitor import load_config
     from ctrlens.monitor.job import NightlyJob
 
-    cfg_path = nightly_world.config(tmp_path, db=nightly_world.snapshot, lock_ttl_s=2)
+    cfg_path = nightly_world.config(tmp_path, db=nightly_world.snapshot)
     db = tmp_path / "ctrlens.sqlite"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     code = "import sys; from ctrlens.cli import main; main(sys.argv[1:])"
@@ -218,7 +224,7 @@ def test_killed_job_leaves_nothing_partial(nightly_world: NightlyWorld, tmp_path
             # every stored day holds every result kind; any other slot holds nothing at all
             assert kinds in (ALL_KINDS, set()), (r.day, r.status, kinds)
             assert (r.status == "complete") == (kinds == ALL_KINDS)
-    time.sleep(2.1)  # the killed job's lock expires (lock_ttl_s: 2)
+    # restarted at once: the killed job's lease (same host, dead pid) is taken over, no waiting for its TTL
     res = NightlyJob(load_config(cfg_path)).run(start=day(11), end=day(13))
     assert all(o.status in ("ok", "skipped") for o in res.outcomes), [(o.status, o.error) for o in res.outcomes]
     assert res.outcomes[0].status == "skipped"

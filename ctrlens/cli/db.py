@@ -109,9 +109,11 @@ def _guard(engine, fn):  # type: ignore[no-untyped-def]
     """Run ``fn``; an unreachable database becomes a one-line InputError (exit 2)."""
     from sqlalchemy import exc
 
-    from ctrlens.store.store import unreachable
+    from ctrlens.store.store import storage_error, unreachable
 
     try:
         return fn()
-    except exc.OperationalError as e:
-        raise unreachable(engine.url, e) from None
+    except exc.DatabaseError as e:  # not a database / damaged / read-only file, or an unreachable server
+        if isinstance(e, exc.IntegrityError):
+            raise
+        raise (storage_error(engine.url, e) or unreachable(engine.url, e)) from None

@@ -9,13 +9,15 @@ from typing import Optional
 
 import typer
 
+from ctrlens.cli._loading import CHECKPOINT_HELP, DB_HELP, MODEL_HELP, load_view, loader_option, store_results
 from ctrlens.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("neurons")
     def neurons(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint (ctrlens train output)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
+        loader: Optional[str] = loader_option(),
         data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
         day: str = typer.Option(..., "--day", help="Day to summarise (YYYY-MM-DD)."),
         compare_day: Optional[str] = typer.Option(
@@ -35,16 +37,16 @@ def register(app: typer.Typer) -> None:
         tables: bool = typer.Option(False, "--tables", help="Also report embedding-table health."),
         device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (layer rows, comparison, tables)."),
+        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        model_name: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
     ) -> None:
         """Per-layer dead / saturated fractions and activation size; per-neuron statistics with --out."""
         import torch
 
         from ctrlens.data import DailyDataset
-        from ctrlens.models.checkpoint import load_checkpoint
-        from ctrlens.models.interface import as_view
         from ctrlens.neurons import NeuronMonitor, NeuronSummary, compare, embedding_health
 
-        if not checkpoint.is_file():
+        if not checkpoint.exists():
             raise InputError(f"--checkpoint {checkpoint}: no such file")
         if engine not in ("eager", "compiled"):
             raise InputError(f"--engine must be 'eager' or 'compiled', got {engine!r}")
@@ -56,8 +58,7 @@ def register(app: typer.Typer) -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"--device {device}: CUDA is not available on this machine")
         ref = NeuronSummary.load(reference) if reference is not None else None
-        model = load_checkpoint(checkpoint, ds.schema, map_location=device)
-        view = as_view(model)
+        view = load_view(checkpoint, ds.schema, loader, device)
         layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
         kw = dict(bins=bins, sample_size=sample_size, hist_rate=hist_rate, engine=engine)
 
@@ -72,9 +73,10 @@ def register(app: typer.Typer) -> None:
         if compare_day is not None:
             cmp = compare(s, summarise(compare_day, s), names=(day, compare_day))
         health = embedding_health(view, s.seen) if tables else None
-        info = getattr(model, "ctrlens_checkpoint", None)
-        version = getattr(info, "version", None)
+        version = view.version
         lay = s.layers().drop(columns=["edges_json", "projection_json"])
+        stored = store_results(db, model_name, view, day, [*s.to_results(), *([health] if health is not None else [])],
+                               {"command": "neurons", "checkpoint": str(checkpoint), "loader": loader, "layers": layer_list})  # fmt: skip
         if as_json:
             obj = {
                 "kind": "neurons",
@@ -85,10 +87,13 @@ def register(app: typer.Typer) -> None:
                 "compare": None if cmp is None else {"day": compare_day, "layers": json.loads(cmp.layers.to_json(orient="records"))},
                 "tables": None if health is None else json.loads(health.frame.drop(columns=["hist_json"]).to_json(orient="records")),
                 "out": None if out is None else str(out),
+                "stored": stored,
             }
             print(json.dumps(obj, default=_nan_free))
             return
         _print(view.name, version, day, lay, cmp, health)
+        if stored:
+            print(stored)
 
 
 def _nan_free(x: object) -> object:

@@ -20,21 +20,24 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Recompute days already done (replaces them, never duplicates)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (outcomes, new alerts, exit code) on stdout."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        workers: int = typer.Option(1, "--workers", "-w", help="Run this many models at a time in worker processes "
+                                    "(each model's days stay in order; one summary, one exit code)."),
     ) -> None:
         """Measure, drift-test and diagnose every configured model for a day or a range of days.
 
         Exit codes: 0 ran, no new alerts; 1 ran, new alerts (unless exit_on_alert: false); 2 bad input or
-        configuration (nothing written); 3 some model-days failed or were locked, the others were written;
-        4 all written, but a notification channel failed (retried by the next run).
+        configuration (nothing written); 3 some model-days failed or were locked, or were computed while an
+        earlier day was missing (the next run redoes them), the others were written; 4 all written, but a
+        notification channel failed (retried by the next run).
         """
         from ctrlens.monitor.config import load_config
-        from ctrlens.monitor.job import NightlyJob
+        from ctrlens.monitor.fleet import run_fleet
         from ctrlens.results import jsonable
 
         cfg = load_config(config)  # InputError -> one line, exit 2, before anything is written
         bar = _Progress(enabled=not quiet)
         try:
-            summary = NightlyJob(cfg, progress=bar).run(day=day, start=start, end=end, force=force)
+            summary = run_fleet(cfg, workers=workers, day=day, start=start, end=end, force=force, progress=bar)
         finally:
             bar.close()
         if as_json:
@@ -85,7 +88,8 @@ def _print_summary(summary: Any) -> None:
     con = Console()
     t = Table(title=f"ctrlens nightly: {len(summary.outcomes)} model-day(s)")
     for c in ("model", "day", "version", "status", "alerts (new)", "top finding", "s"):
-        t.add_column(c, justify="right" if c in ("alerts (new)", "s") else "left")
+        # the finding keeps its width (a slow day's seconds must not squeeze it into broken words)
+        t.add_column(c, justify="right" if c in ("alerts (new)", "s") else "left", min_width=30 if c == "top finding" else None)
     colours = {"ok": "green", "skipped": "dim", "failed": "red", "locked": "yellow"}
     for o in summary.outcomes:
         top = next((f for f in o.findings if f["severity"] in ("critical", "warning")), None)
@@ -97,6 +101,14 @@ def _print_summary(summary: Any) -> None:
     for o in summary.outcomes:
         if o.error:
             err.print(f"[red]{escape(o.model)} {o.day}: {o.status}[/]: {escape(o.error)}", highlight=False)
+    for o in summary.outcomes:
+        if o.took_over:
+            err.print(f"[yellow]{escape(o.model)} {o.day}[/]: took over a stale lock {escape(o.took_over)}", highlight=False)
+        if o.recomputed:
+            err.print(f"[yellow]{escape(o.model)} {o.day}[/]: computed again: {escape(o.recomputed)}", highlight=False)
+        if o.status == "ok" and o.incomplete:
+            err.print(f"[yellow]{escape(o.model)} {o.day}: incomplete reference[/]: computed while earlier day(s) "
+                      f"{', '.join(o.incomplete)} were missing; marked, the next run computes it again", highlight=False)
     for a in summary.new_alerts:
         con.print(f"[bold]new alert[/] #{a['alert_id']} {escape(a['model'])} {a['day']} {escape('[' + a['severity'] + ']')} "
                   f"{escape(a['title'])}", highlight=False, soft_wrap=True)

@@ -9,13 +9,15 @@ from typing import Optional
 
 import typer
 
+from ctrlens.cli._loading import CHECKPOINT_HELP, DB_HELP, MODEL_HELP, load_view, loader_option, store_results
 from ctrlens.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("probes")
     def probes(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint (ctrlens train output)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
+        loader: Optional[str] = loader_option(),
         data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
         train_day: str = typer.Option(..., "--train-day", help="Day the probes are fitted on (its held-out rows are scored too)."),
         eval_days: Optional[str] = typer.Option(
@@ -32,18 +34,18 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N (model and probes)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object (rows, meta, findings)."),
+        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        model_name: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
     ) -> None:
         """How much click (or conversion) signal each layer carries, and how it decays over days."""
         import pandas as pd
         import torch
 
         from ctrlens.data import DailyDataset
-        from ctrlens.models.checkpoint import load_checkpoint
-        from ctrlens.models.interface import as_view
         from ctrlens.probes import ProbeSuite
         from ctrlens.train import parse_days
 
-        if not checkpoint.is_file():
+        if not checkpoint.exists():
             raise InputError(f"--checkpoint {checkpoint}: no such file")
         ds = DailyDataset(data)
         days = list(ds.days())
@@ -55,14 +57,12 @@ def register(app: typer.Typer) -> None:
             later = [d for d in parse_days(eval_days, days, "--eval-days") if d != train_day]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"--device {device}: CUDA is not available on this machine")
-        model = load_checkpoint(checkpoint, ds.schema, map_location=device)
-        view = as_view(model)
-        info = getattr(model, "ctrlens_checkpoint", None)
-        version = getattr(info, "version", None)
+        view = load_view(checkpoint, ds.schema, loader, device)
+        version = view.version
         heads = [h for h, spec in view.heads.items() if spec.label is not None] if head == ["all"] else head
         layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
 
-        frames, findings, metas = [], [], []
+        frames, findings, metas, results = [], [], [], []
         for h in heads:
             suite = ProbeSuite(
                 view, layer_list, h, C=C, max_rows=max_rows, holdout=holdout, max_eval_rows=max_eval_rows,
@@ -71,19 +71,24 @@ def register(app: typer.Typer) -> None:
             suite.decay(ds, later)
             res = suite.to_result(model_version=version, checkpoint=str(checkpoint))
             frames.append(res.frame)
+            results.append(res)
             metas.append(res.meta)
             for d in [train_day] + later:
                 f = suite.findings(tol=tol, eval_day=d) if suite.n_holdout_ or d != train_day else pd.DataFrame()
                 for r in f.to_dict("records"):
                     findings.append({"head": h, **r})
         frame = pd.concat(frames, ignore_index=True)
+        stored = store_results(db, model_name, view, train_day, results,
+                               {"command": "probes", "checkpoint": str(checkpoint), "loader": loader, "eval_days": later})  # fmt: skip
 
         if as_json:
             rows = json.loads(frame.to_json(orient="records"))
             print(json.dumps({"kind": "probe", "model_version": version, "checkpoint": str(checkpoint),
-                              "rows": rows, "meta": metas, "findings": findings}, default=_nan_free))
+                              "rows": rows, "meta": metas, "findings": findings, "stored": stored}, default=_nan_free))
             return
         _print_tables(frame, findings, view.name, version, tol)
+        if stored:
+            print(stored)
 
 
 def _nan_free(x: object) -> object:

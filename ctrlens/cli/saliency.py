@@ -7,13 +7,15 @@ from typing import Optional
 
 import typer
 
+from ctrlens.cli._loading import CHECKPOINT_HELP, DB_HELP, MODEL_HELP, load_view, loader_option, store_results
 from ctrlens.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("saliency")
     def saliency(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Model checkpoint (ctrlens train output)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
+        loader: Optional[str] = loader_option(),
         data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
         out: Path = typer.Option(..., "--out", help="report.html (standalone page) or report.json."),
         day: Optional[str] = typer.Option(None, "--day", help="Day to analyse (default: the latest)."),
@@ -29,6 +31,8 @@ def register(app: typer.Typer) -> None:
         n_steps: int = typer.Option(16, "--n-steps", help="Integrated Gradients steps."),
         seed: int = typer.Option(0, "--seed"),
         device: str = typer.Option("cpu", "--device"),
+        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        model_name: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
     ) -> None:
         """Which feature fields drive the model's predictions on a day (captum gradients per field)."""
         suffix = out.suffix.lower()
@@ -37,12 +41,15 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ctrlens.saliency import report
+        from ctrlens.saliency._inputs import open_dataset
 
+        ds = open_dataset(str(data))
+        view = load_view(checkpoint, ds.schema, loader, device)
         heads = None if head == ["all"] else head
         kw = dict(method=method, head=heads, max_rows=max_rows, batch_size=batch_size, n_steps=n_steps,
                   baseline=baseline, seed=seed, device=device, target=target)
-        rep = report(str(checkpoint), str(data), day=day, **kw)
-        ref = report(str(checkpoint), str(data), day=compare_day, **kw) if compare_day else None
+        rep = report(view, ds, day=day, **kw)
+        ref = report(view, ds, day=compare_day, **kw) if compare_day else None
         if suffix == ".json":
             rep.to_json(out, reference=ref)
         else:
@@ -57,3 +64,7 @@ def register(app: typer.Typer) -> None:
             ch = ref.compare(rep).head(3)
             con.print(f"largest changes vs {compare_day}: " + ", ".join(f"{r.field} {r.delta:+.1%}" for r in ch.itertuples()))
         con.print(f"wrote {out}")
+        stored = store_results(db, model_name, view, rep.meta["day"], [rep.to_result()],
+                               {"command": "saliency", "checkpoint": str(checkpoint), "loader": loader, "method": method})  # fmt: skip
+        if stored:
+            con.print(stored)

@@ -64,7 +64,18 @@ class IdMap:
         """Raise for the first out-of-vocabulary value when the table's policy is ``oov="error"``.
 
         ``offsets`` (``[n + 1]``, from 0) place list elements in rows (sequences); ``None`` for one value per row.
+        Whatever the policy, an unsigned id above the int64 range is refused (it cannot be an id here:
+        it would wrap to a negative number).
         """
+        plain = _plain(arr)
+        if pa.types.is_unsigned_integer(plain.type) and plain.type.bit_width == 64 and len(plain):
+            big = np.asarray(pc.fill_null(plain, 0).to_numpy(zero_copy_only=False), dtype=np.uint64) > np.uint64(2**63 - 1)
+            if big.any():
+                i = first_true(big)
+                row = row0 + (int(np.searchsorted(offsets, i, side="right")) - 1 if offsets is not None else i)
+                raise fail(f"id {plain[i].as_py()} is above the int64 range (at most {2**63 - 1}): ids must fit a "
+                           f"signed 64-bit integer ({int(big.sum())} such values in this slice)",
+                           file=file, column=column, row=row)  # fmt: skip
         if self.table.oov != "error":
             return
         bad = idx == OOV_INDEX

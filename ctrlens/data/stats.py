@@ -264,7 +264,10 @@ def field_stats(
     pos = schema.position
     pos_counts = np.zeros(pos.max_position + 1, dtype=np.int64) if pos else None
     label_counts = {k: np.zeros(2, dtype=np.int64) for k in schema.labels}
-    image_rows: dict[str, list[np.ndarray]] = {f.name: [] for f in schema.images}
+    store = dataset.images_for(day) if schema.images else None  # as logged on that day
+    # per image field: references per image-table row (row 0: no image) -- memory bounded by the
+    # table, not by the day's rows
+    image_refs = {f.name: np.zeros(len(store) + 1, dtype=np.int64) for f in schema.images} if store is not None else {}
     for i, f in enumerate(schema.fields):
         if isinstance(f, SparseField):
             ids[f.name] = _IdAcc(f.dtype == "string", hash_buckets)
@@ -274,7 +277,6 @@ def field_stats(
             ids[f.name] = _IdAcc(schema.table_of(f.name).dtype == "string", hash_buckets, max_len=f.max_len)
         elif isinstance(f, DenseField):
             dense[f.name] = _DenseAcc(ref.get(f.name), seed=i)
-    store = dataset.images_for(day) if schema.images else None  # as logged on that day
     rows = 0
     for rb, path, row0, _ in dataset.scan(day):
         n = rb.num_rows
@@ -316,7 +318,8 @@ def field_stats(
         for f in schema.images:
             assert store is not None
             src = src_idx[f.source]
-            image_rows[f.name].append(store.rows(src[src != 0]))  # references: non-missing source values
+            refs = image_refs[f.name]  # references: non-missing source values
+            refs += np.bincount(store.rows(src[src != 0]), minlength=len(refs))
     # dense fields without reference edges: place edges from the sample, then count in a second pass
     todo = [k for k, acc in dense.items() if acc.counts is None]
     for k in todo:
@@ -343,15 +346,16 @@ def field_stats(
     if store is not None:
         brightness = store.pixels.reshape(len(store) + 1, -1).to(torch.float32).mean(1).div(255).numpy()
         for f in schema.images:
-            r = np.concatenate(image_rows[f.name]) if image_rows[f.name] else np.zeros(0, np.int64)
-            has = r[r != 0]
-            b = brightness[has].astype(np.float64)
+            c = image_refs[f.name]
+            w, b = c[1:].astype(np.float64), brightness[1:].astype(np.float64)  # referenced images, weighted
+            n_has, n_all = int(c[1:].sum()), int(c.sum())
+            mean = float((w * b).sum() / n_has) if n_has else math.nan
+            std = float(math.sqrt((w * np.square(b - mean)).sum() / n_has)) if n_has else math.nan
             edges = np.linspace(0.0, 1.0, bins + 1)
-            out.append(_row(f.name, "image", rows, 0, 0.0, int(len(np.unique(has))),
-                            float(b.mean()) if len(b) else math.nan, float(b.std()) if len(b) else math.nan, [],
+            out.append(_row(f.name, "image", rows, 0, 0.0, int((c[1:] > 0).sum()), mean, std, [],
                             {"kind": "fixed", "edges": edges.tolist(),
-                             "counts": np.histogram(b, edges)[0].tolist()}))
-            cov = len(has) / len(r) if len(r) else 0.0  # share of item references that have an image
+                             "counts": np.rint(np.histogram(b, edges, weights=w)[0]).astype(int).tolist()}))
+            cov = n_has / n_all if n_all else 0.0  # share of item references that have an image
             out[-1].update(coverage=cov, missing_rate=1.0 - cov)
     for k, c in label_counts.items():
         out.append(_counts_row(k, "label", c, np.array([0, 1]), [-0.5, 0.5, 1.5], top_k))

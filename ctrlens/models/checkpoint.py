@@ -4,7 +4,8 @@ A checkpoint (``torch.save`` of a plain dict, loadable with ``weights_only=True`
 needed to rebuild, trust and resume a model:
 
 * ``model_name`` and ``config`` (the model's config dataclass as a dict) -- rebuilt with
-  ``reference_models.build(name, schema, **config)``;
+  ``builder(name, schema, **config)``; the default builder is the reference models' (resolved by name
+  through :data:`ctrlens.models.loader.DEFAULT_BUILDER`, never imported here);
 * ``schema`` (JSON) and ``schema_hash`` -- a checkpoint is refused for data of another schema;
 * ``days_seen`` (training days, in order, accumulated over incremental training) and ``step``;
 * ``state_dict`` and ``weights_hash``: a sha256 of the weights and buffers (16 hex chars). It is the
@@ -324,9 +325,12 @@ Builder = Callable[..., nn.Module]
 
 
 def build_model(name: str, schema: Schema, config: Mapping[str, Any] | None = None, builder: Builder | None = None) -> nn.Module:
-    """``builder(name, schema, **config)``, by default ``reference_models.build``."""
+    """``builder(name, schema, **config)``, by default the reference models' builder
+    (:data:`ctrlens.models.loader.DEFAULT_BUILDER`)."""
     if builder is None:
-        from reference_models import build as builder  # type: ignore[assignment]
+        from ctrlens.models.loader import default_builder
+
+        builder = default_builder()
     return builder(name, schema, **dict(config or {}))  # type: ignore[misc]
 
 
@@ -343,7 +347,9 @@ def load_checkpoint(
         schema: the schema of the data the model will see; refused (:class:`CheckpointError` naming
             both hashes and the differing fields) when it is not the checkpoint's schema. ``None``
             uses the checkpoint's own schema.
-        builder: ``builder(name, schema, **config) -> nn.Module``; default ``reference_models.build``.
+        builder: ``builder(name, schema, **config) -> nn.Module``; default: the reference models'
+            (:data:`ctrlens.models.loader.DEFAULT_BUILDER`). To load any checkpoint format through a
+            ``ModelView``, see :func:`ctrlens.models.loader.load_model`.
 
     Returns the model in eval mode, with ``model.ctrlens_checkpoint`` set to its :class:`CheckpointInfo`.
     """
@@ -351,7 +357,16 @@ def load_checkpoint(
     saved = Schema.from_dict(json.loads(ck["schema"]), source=f"checkpoint {path}")
     if schema is not None:
         check_schema(path, ck["schema_hash"], saved, schema)
-    model = build_model(ck["model_name"], schema or saved, ck["config"], builder)
+    try:
+        model = build_model(ck["model_name"], schema or saved, ck["config"], builder)
+    except InputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # a config value of the wrong type / shape
+        config = dict(ck.get("config") or {})
+        raise CheckpointError(
+            f"checkpoint {path}: model {ck['model_name']!r} cannot be built from its stored config {config}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r} (a config value of the wrong type?)"
+        ) from None
     try:
         model.load_state_dict(ck["state_dict"])
     except RuntimeError as e:

@@ -89,6 +89,11 @@ class HeadSpec:
         label: which label the head predicts (``None`` for auxiliary heads such as PAL's ``seen``).
         rows: ``"all"`` impressions, or only ``"clicked"`` ones (ESMM's CVR).
         logit: key of the matching logit in the outputs, if the model provides one.
+        calibrated: key of the output whose probabilities the observed labels estimate, when that is
+            not the head's own output. PAL's served pCTR is position-free while observed clicks carry
+            the position bias: its ``ctr`` head is calibrated against ``ProbSeen x pCTR`` (its
+            ``click`` output), so that a well-trained PAL reads about 1, not ``1 / mean(ProbSeen)``.
+            Falls back to the head's own output when the forward did not return it (no position).
     """
 
     name: str
@@ -96,6 +101,17 @@ class HeadSpec:
     label: HeadLabel | None = "click"
     rows: Literal["all", "clicked"] = "all"
     logit: str | None = None
+    calibrated: str | None = None
+
+    def predictions(self, out: Mapping[str, Tensor], mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``(p [B'], p_calibration [B'] or None)`` of this head from a forward's outputs, on the rows of
+        ``mask`` (from :meth:`target`); the second is the output named by ``calibrated``, if returned."""
+        p = out[self.output].reshape(-1)
+        c = out[self.calibrated].reshape(-1) if self.calibrated is not None and self.calibrated in out else None
+        if mask is not None:
+            p = p[mask]
+            c = None if c is None else c[mask]
+        return p, c
 
     def target(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """``(y [B'], row_mask [B] or None)`` for this head on ``batch``."""
@@ -133,6 +149,9 @@ class ModelView:
         heads: head name -> :class:`HeadSpec`.
         name: a model name for reports (e.g. ``"din"``).
         tables: embedding table name -> ``nn.Embedding``/``nn.EmbeddingBag`` (embedding health).
+        checkpoint: where the weights came from (a
+            :class:`~ctrlens.models.checkpoint.CheckpointInfo`: path, model version, days seen); set by
+            :func:`ctrlens.models.loader.load_model`, ``None`` for a model built in memory.
     """
 
     model: nn.Module
@@ -142,9 +161,16 @@ class ModelView:
     heads: dict[str, HeadSpec]
     name: str = "model"
     tables: dict[str, nn.Module] = field(default_factory=dict)
+    checkpoint: Any = None
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
         return dict(self.forward(self.model, batch))
+
+    @property
+    def version(self) -> str | None:
+        """The model version the store keys results by (the checkpoint's weights or content hash),
+        ``None`` when the view did not come from a checkpoint."""
+        return getattr(checkpoint_of(self), "version", None)
 
     def field(self, name: str) -> FieldSpec:
         if name not in self.fields:
@@ -209,6 +235,7 @@ def attach(
     name: str | None = None,
     tables: Mapping[str, nn.Module] | None = None,
     activations: Mapping[str, Activation] | None = None,
+    kinds: Mapping[str, LayerKind] | None = None,
 ) -> ModelView:
     """Describe a model ctrlens did not define.
 
@@ -222,20 +249,51 @@ def attach(
             :class:`HeadSpec`; defaults to ``{"ctr": "click"}``. A head's output key is its name.
         activations: layer name -> activation, for the saturation rule (default ``"identity"``,
             or inferred when the tapped module is an activation module).
+        kinds: layer name -> kind (``"embedding"``, ``"hidden"``, ``"attention"``, ``"interaction"``,
+            ``"logit"``); by default inferred from the name's first segment (:func:`infer_kind`:
+            ``logit.ctr`` is a logit, ``embedding`` the embedding layer, ``attention.*`` attention,
+            anything else hidden). Probes compare each layer with its real predecessor by these kinds.
     """
     fs = {k: v if isinstance(v, FieldSpec) else FieldSpec(k, _as_tap(v, f"field {k!r}")) for k, v in fields.items()}
     acts = dict(activations or {})
+    kinds = dict(kinds or {})
+    for k, v in kinds.items():
+        if k not in (layers or {}):
+            raise InterfaceError(f"kinds names layer {k!r}, which is not in layers: {list(layers or {})}")
+        if v not in LAYER_KINDS:
+            raise InterfaceError(f"kinds[{k!r}]: {v!r} is not a layer kind; kinds: {list(LAYER_KINDS)}")
     ls: dict[str, LayerSpec] = {}
     for k, v in (layers or {}).items():
         if isinstance(v, LayerSpec):
             ls[k] = v
             continue
         tap = _as_tap(v, f"layer {k!r}")
-        ls[k] = LayerSpec(k, tap, "hidden", acts.get(k) or infer_activation(tap.module))
+        ls[k] = LayerSpec(k, tap, kinds.get(k) or infer_kind(k), acts.get(k) or infer_activation(tap.module))
     hs: dict[str, HeadSpec] = {}
     for k, v in (heads or {"ctr": "click"}).items():
         hs[k] = v if isinstance(v, HeadSpec) else HeadSpec(k, k, v)  # type: ignore[arg-type]
     return ModelView(model, forward, fs, ls, hs, name or type(model).__name__, dict(tables or {}))
+
+
+LAYER_KINDS: tuple[str, ...] = ("embedding", "hidden", "attention", "interaction", "logit")
+_KIND_OF_BLOCK: dict[str, LayerKind] = {"embedding": "embedding", "logit": "logit", "attention": "attention",
+                                        "interaction": "interaction", "cin": "interaction", "fm": "interaction",
+                                        "cross": "interaction"}  # fmt: skip
+
+
+def infer_kind(name: str) -> LayerKind:
+    """A layer's kind from its canonical name's first segment (``logit.ctr`` -> ``logit``,
+    ``embedding`` -> ``embedding``, ``attention.hist.0`` -> ``attention``, ``cin.0``/``fm``/``cross.0``
+    -> ``interaction``); anything else is ``hidden``."""
+    return _KIND_OF_BLOCK.get(name.split(".", 1)[0].split("#", 1)[0], "hidden")
+
+
+def checkpoint_of(view: "ModelView") -> Any:
+    """The :class:`~ctrlens.models.checkpoint.CheckpointInfo` a view came from (``view.checkpoint``,
+    else the ``ctrlens_checkpoint`` that ``load_checkpoint`` sets on a model), or ``None``."""
+    if view.checkpoint is not None:
+        return view.checkpoint
+    return getattr(view.model, "ctrlens_checkpoint", None)
 
 
 def infer_activation(module: nn.Module) -> Activation:

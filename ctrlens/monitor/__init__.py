@@ -9,7 +9,8 @@
 * :mod:`~ctrlens.monitor.drift` -- distances (PSI, Jensen-Shannon, Wasserstein) and calibrated bands;
 * :mod:`~ctrlens.monitor.diagnosis` -- rules that turn drifts into ranked findings;
 * :mod:`~ctrlens.monitor.report` -- the daily HTML + Markdown report;
-* :mod:`~ctrlens.monitor.job` -- orchestration, locks, backfill, exit codes.
+* :mod:`~ctrlens.monitor.job` -- orchestration, locks, backfill, exit codes;
+* :mod:`~ctrlens.monitor.fleet` -- many models in parallel worker processes (``--workers``).
 
 Heavy imports (torch) happen inside the functions that need them.
 """
@@ -17,6 +18,7 @@ Heavy imports (torch) happen inside the functions that need them.
 from ctrlens.monitor.config import ConfigError, ModelWatch, NightlyConfig, Reference, Rows, Thresholds, load_config, parse_config
 from ctrlens.monitor.diagnosis import Context, attribute, diagnose
 from ctrlens.monitor.drift import Band, DriftSuite, History, band, js, neuron_layer_test, psi, wasserstein_norm
+from ctrlens.monitor.fleet import run_fleet
 from ctrlens.monitor.job import EXIT_ALERTS, EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, JobSummary, NightlyJob, Outcome, run_nightly
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "neuron_layer_test",
     "parse_config",
     "psi",
+    "run_fleet",
     "run_nightly",
     "wasserstein_norm",
 ]

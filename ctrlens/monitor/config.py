@@ -15,12 +15,17 @@ reference of every key and why the defaults are what they are.
         checkpoint_dir: runs/din          # the latest checkpoint trained before each day
         heads: [ctr]
         rows: {neurons: 20000, probes: 20000, saliency: 5000}
+      - name: my-ctr                      # a model ctrlens did not write (docs/own-model.md)
+        loader: models/my_loader.py:load  # checkpoint path + schema -> ModelView
+        checkpoint_dir: /models/my-ctr
+        checkpoint_pattern: "my-ctr-{served_from}.pt"
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,6 +35,8 @@ from ctrlens.notify.config import NotifyConfig, parse_notify
 
 SALIENCY_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
 RUN_KIND = "nightly"
+#: A watched model's name: it becomes a folder of report_dir, so no separators, no "..", no spaces.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class ConfigError(InputError):
@@ -59,9 +66,16 @@ class ModelWatch:
 
     Attributes:
         name: the model's name in the store (one name per served model; versions are checkpoints).
-        checkpoint: a checkpoint file, or
+        checkpoint: a checkpoint file (or folder, for a loader that reads one), or
         checkpoint_dir: a directory of checkpoints of a daily retrained model: for each day the
-            checkpoint with the highest step trained only on earlier days (the one that served it).
+            checkpoint trained only on earlier days that was trained last (the one that served it).
+            Which days a checkpoint was trained on: :func:`ctrlens.models.loader.served_days`.
+        loader: ``"package.module:function"`` or ``"path/to/file.py:function"`` (relative to the
+            config's folder): ``function(checkpoint path, schema) -> ModelView``; ``None``: the
+            reference models' loader (``ctrlens train`` checkpoints).
+        checkpoint_pattern: with ``checkpoint_dir``, a file-name pattern with one ``{served_from}``
+            or ``{trained_through}`` date (``"my-ctr-{served_from}.pt"``): only matching files are
+            candidates, and the date says which days each one serves.
         heads: heads to evaluate, probe and attribute (default: every head with a label).
         rows: sample sizes.
         saliency_method: ``saliency`` (|gradient|, the cheap default), ``input_x_gradient`` or
@@ -74,6 +88,8 @@ class ModelWatch:
     name: str
     checkpoint: Path | None = None
     checkpoint_dir: Path | None = None
+    loader: str | None = None
+    checkpoint_pattern: str | None = None
     heads: tuple[str, ...] | None = None
     rows: Rows = field(default_factory=Rows)
     saliency_method: str = "saliency"
@@ -141,7 +157,12 @@ class NightlyConfig:
         device: ``cpu`` or ``cuda[:N]``.
         batch_size: rows per forward pass.
         seed: seeds every sample (same seed, same rows, same numbers).
-        lock_ttl_s: a model-day lock not released within this many seconds (a killed job) is stale.
+        lock_ttl_s: a model-day lock is a lease renewed by a heartbeat every ``lock_ttl_s / 4``
+            seconds while its day is computed; one not renewed for ``lock_ttl_s`` seconds (its job
+            was killed, or its host died) is taken over. On the same host a dead job's lock is taken
+            over at once.
+        lock_wait_s: how long a job waits for a model-day another live job is computing (it then
+            skips the day as done, or computes it); after this, the day is ``locked`` (exit 3).
         source: the file the configuration came from (for messages).
         notify: notification channels, the dashboard's base URL and the metrics textfile
             (``notify:`` and ``metrics:``, see :mod:`ctrlens.notify.config`).
@@ -158,7 +179,8 @@ class NightlyConfig:
     device: str = "cpu"
     batch_size: int = 4096
     seed: int = 0
-    lock_ttl_s: float = 3600.0
+    lock_ttl_s: float = 60.0
+    lock_wait_s: float = 3600.0
     source: str = "config"
     notify: NotifyConfig = field(default_factory=NotifyConfig)
 
@@ -304,6 +326,10 @@ def parse_config(d: Any, *, source: str = "config", base: Path | None = None) ->
             raise rr.err("days", f"for kind 'fixed': a list of baseline days (YYYY-MM-DD); got {raw_days!r}")
         ref_days = tuple(sorted({_day(x, rr.key("days"), source) for x in raw_days}))
     min_days = rr.number("min_days", 5, lo=2, integer=True)
+    n_ref = ref_days if isinstance(ref_days, int) else len(ref_days)
+    if min_days > n_ref:  # the tests would never have enough reference days: nothing could ever alert
+        raise rr.err("min_days", f"{min_days} is more than the {n_ref} reference day(s) of reference.days: "
+                                 f"no drift test could ever alert; lower min_days or add reference days")  # fmt: skip
     rr.done()
     reference = Reference(kind, ref_days, min_days)  # type: ignore[arg-type]
 
@@ -355,7 +381,8 @@ def parse_config(d: Any, *, source: str = "config", base: Path | None = None) ->
         device=device,  # type: ignore[arg-type]
         batch_size=top.number("batch_size", 4096, lo=1, integer=True),
         seed=top.number("seed", 0, lo=0, integer=True),
-        lock_ttl_s=top.number("lock_ttl_s", 3600.0, lo=0, lo_open=True),
+        lock_ttl_s=top.number("lock_ttl_s", 60.0, lo=0, lo_open=True),
+        lock_wait_s=top.number("lock_wait_s", 3600.0, lo=0),
         source=source,
         notify=parse_notify(top.raw("notify"), top.raw("metrics"), source=source, base=base, models=names),
     )
@@ -366,6 +393,9 @@ def parse_config(d: Any, *, source: str = "config", base: Path | None = None) ->
 def _model(md: Any, where: str, source: str, base: Path) -> ModelWatch:
     r = _Reader(md, where, source)
     name = r.string("name", required=True)
+    if not MODEL_NAME.fullmatch(name or "") or ".." in (name or ""):
+        raise r.err("name", f"{name!r}: expected letters, digits, '.', '_' or '-' (at most 100, starting with a letter or "
+                            "digit, no '..'): the name is also the folder of its reports")  # fmt: skip
     ck, ckd = r.raw("checkpoint"), r.raw("checkpoint_dir")
     if (ck is None) == (ckd is None):
         raise ConfigError(f"{source}: {where}: give exactly one of checkpoint (a file) or checkpoint_dir (the latest in a directory)")
@@ -373,6 +403,25 @@ def _model(md: Any, where: str, source: str, base: Path) -> ModelWatch:
         raise r.err("checkpoint", f"expected a path, got {ck!r}")
     if ckd is not None and (not isinstance(ckd, str) or not ckd.strip()):
         raise r.err("checkpoint_dir", f"expected a path, got {ckd!r}")
+    from ctrlens.models.loader import normalize_spec, pattern_regex
+
+    loader = r.raw("loader")
+    if loader is not None:
+        try:
+            loader = normalize_spec(loader, base, "loader")
+        except InputError as e:
+            raise r.err("loader", str(e)) from None
+    pattern = r.raw("checkpoint_pattern")
+    if pattern is not None:
+        if ckd is None:
+            raise r.err("checkpoint_pattern", "only with checkpoint_dir (it picks files of the directory by the date in their name)")
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise r.err("checkpoint_pattern", f"expected a file-name pattern such as 'model-{{served_from}}.pt', got {pattern!r}")
+        try:
+            pattern_regex(pattern.strip())
+        except InputError as e:
+            raise r.err("checkpoint_pattern", str(e)) from None
+        pattern = pattern.strip()
     rows_r = r.sub("rows")
     rows = Rows(
         neurons=rows_r.number("neurons", Rows.neurons, lo=0, integer=True),
@@ -391,6 +440,8 @@ def _model(md: Any, where: str, source: str, base: Path) -> ModelWatch:
         name=name,  # type: ignore[arg-type]
         checkpoint=_path(ck, base) if ck is not None else None,
         checkpoint_dir=_path(ckd, base) if ckd is not None else None,
+        loader=loader,
+        checkpoint_pattern=pattern,
         heads=r.names("heads"),
         rows=rows,
         saliency_method=method,  # type: ignore[arg-type]
@@ -401,6 +452,17 @@ def _model(md: Any, where: str, source: str, base: Path) -> ModelWatch:
     return out
 
 
+def _loader() -> Any:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that keeps dates as text: ``2026-02-30`` then gets a message naming its key
+        (from :func:`_day`) instead of a traceback from YAML's date constructor."""
+
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+    return Loader
+
+
 def load_config(path: str | Path) -> NightlyConfig:
     """Read and validate a YAML configuration file (relative paths: relative to its folder)."""
     import yaml
@@ -409,7 +471,7 @@ def load_config(path: str | Path) -> NightlyConfig:
     if not p.is_file():
         raise ConfigError(f"config {p}: file not found")
     try:
-        d = yaml.safe_load(p.read_text(encoding="utf-8"))
+        d = yaml.load(p.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

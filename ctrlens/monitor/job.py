@@ -4,24 +4,40 @@ Per model and day (days in order, so each day's reference includes the days befo
 
 1. resolve the checkpoint (a file, or the latest one in a directory trained before the day), load
    it for the data's schema (a mismatch is a clear error), register its version in the store;
-2. skip the day if this version already has a complete nightly run of it (unless ``force``);
-3. take the database lock ``nightly:<model>:<day>`` (another job on the same model-day: skipped);
+2. skip the day if this version already has a complete nightly run of it that is still *true*
+   (unless ``force``): every stored day records what it was computed from (its provenance: the
+   reference days with their run ids and content digests, the days its histogram edges came from,
+   the checkpoint) and a day whose dependencies have changed since, or that was computed while an
+   earlier day was missing, is computed again;
+3. take the lease ``nightly:<model>:<day>`` (:meth:`ctrlens.store.Store.lease`): its owner (host,
+   pid, process start) renews it by a heartbeat while the day is computed; a job that finds it held
+   by a live job waits (``lock_wait_s``), a dead holder's lease is taken over at once (same host) or
+   when its heartbeat expires (``lock_ttl_s``);
 4. read the reference days back from the store, :func:`~ctrlens.monitor.compute.compute_day`,
    run the drift tests (:class:`~ctrlens.monitor.drift.DriftSuite`) and the diagnosis;
-5. write every result, the drift rows and the findings in **one** transaction
+5. write every result, the drift rows and the findings in **one** transaction, fenced by the lease
    (:meth:`ctrlens.store.Store.write_day`): a job killed at any point leaves the previous complete
    state; rerunning replaces, never duplicates;
-6. write the daily report (HTML + Markdown).
+6. write the daily report (HTML + Markdown; a missing one is written again by the next run).
+
+Every check depends only on the day, its checkpoint and the days before it -- never on which other
+days happen to be stored -- so ``--force`` over any range, a resumed killed job and two overlapping
+jobs all end with the store one clean run would have written.
 
 Exit codes (:attr:`JobSummary.exit_code`): 0 ran, no new alerts; 1 ran, new alerts (unless
 ``exit_on_alert: false``); 2 bad input or configuration, nothing written; 3 some model-days failed or
-were locked by another job, the others were written; 4 every model-day was written, but a
+were locked by another job, or were computed while an earlier day was missing (they are marked and
+the next run computes them again), the others were written; 4 every model-day was written, but a
 notification could not be delivered (it is retried by the next run; see :mod:`ctrlens.notify`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import logging
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -32,13 +48,17 @@ import numpy as np
 import pandas as pd
 
 from ctrlens.errors import InputError
-from ctrlens.monitor.config import RUN_KIND, ModelWatch, NightlyConfig, config_dict
+from ctrlens.monitor.config import RUN_KIND, ConfigError, ModelWatch, NightlyConfig, config_dict
 from ctrlens.monitor.diagnosis import PAGING, Context, diagnose
 from ctrlens.monitor.drift import DriftSuite, History, both_axes
 from ctrlens.notify.hooks import RunNotifications
 from ctrlens.results import jsonable
+from ctrlens.store.store import fault_point
 
 EXIT_OK, EXIT_ALERTS, EXIT_INPUT, EXIT_PARTIAL, EXIT_NOTIFY = 0, 1, 2, 3, 4
+log = logging.getLogger("ctrlens.monitor")
+#: Bumped when what a stored day depends on changes meaning (older provenance then counts as stale).
+PROVENANCE_VERSION = 1
 
 #: Columns read back per reference day, per result kind.
 SERIES: dict[str, list[str]] = {
@@ -61,6 +81,11 @@ class Outcome:
         alerts: today's findings that page (critical / warning); findings: all of today's, ranked.
         new_alerts: findings the store opened (or reopened) with this run.
         input_error: the failure was bad input (a missing day, a checkpoint for another schema).
+        incomplete: earlier days this job could not do (failed / locked) or that another job was
+            computing when this day was computed: its reference may lack them; it is marked so in
+            the store and computed again by the next run.
+        recomputed: why a day already stored was computed again (its dependencies changed).
+        took_over: the stale lease this job took over for the day (whose, and why).
     """
 
     model: str
@@ -77,6 +102,9 @@ class Outcome:
     seconds: float = 0.0
     timings: dict[str, Any] = field(default_factory=dict)
     reports: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+    recomputed: str | None = None
+    took_over: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +112,7 @@ class Outcome:
             "version": self.version, "checkpoint": self.checkpoint, "alerts": self.alerts,
             "new_alerts": self.new_alerts, "findings": self.findings, "error": self.error,
             "seconds": round(self.seconds, 3), "timings": self.timings, "reports": self.reports,
+            "incomplete": self.incomplete, "recomputed": self.recomputed, "took_over": self.took_over,
         }  # fmt: skip
 
 
@@ -101,12 +130,19 @@ class JobSummary:
         return [{"model": o.model, "day": o.day, **a} for o in self.outcomes for a in o.new_alerts]
 
     @property
+    def incomplete(self) -> list[Outcome]:
+        """Days written on a reference that may lack an earlier day (the next run redoes them)."""
+        return [o for o in self.outcomes if o.status == "ok" and o.incomplete]
+
+    @property
     def exit_code(self) -> int:
         bad = [o for o in self.outcomes if o.status in ("failed", "locked")]
         if bad:
             written = any(o.status == "ok" for o in self.outcomes)
             if not written and all(o.input_error for o in bad):
                 return EXIT_INPUT
+            return EXIT_PARTIAL
+        if self.incomplete:
             return EXIT_PARTIAL
         if self.notify is not None and not self.notify["ok"]:
             return EXIT_NOTIFY
@@ -116,6 +152,7 @@ class JobSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"exit_code": self.exit_code, "days": self.days, "new_alerts": self.new_alerts,
+                "incomplete": [f"{o.model} {o.day}" for o in self.incomplete],
                 "outcomes": [o.to_dict() for o in self.outcomes], "notify": self.notify}  # fmt: skip
 
 
@@ -161,29 +198,51 @@ def plan_days(available: list[str], *, day: str | None = None, start: str | None
 
 
 class _Models:
-    """Loads checkpoints once per job and picks, per day, the one that served it."""
+    """Loads checkpoints once per job (through each model's loader) and picks, per day, the one that
+    served it."""
 
     def __init__(self, schema: Any, device: str):
         self.schema, self.device = schema, device
-        self._loaded: dict[str, Any] = {}
-        self._dirs: dict[str, list[Any]] = {}
+        self._loaded: dict[tuple[str, str], Any] = {}
+        self._dirs: dict[tuple[str, str | None], list[Any]] = {}
+        self._loaders: dict[str, Any] = {}
+
+    def loader(self, watch: ModelWatch) -> Any:
+        """The model's resolved loader (imported once; a missing module/function is an InputError)."""
+        from ctrlens.models.loader import DEFAULT_LOADER, resolve_loader
+
+        spec = watch.loader or DEFAULT_LOADER
+        if spec not in self._loaders:
+            try:
+                self._loaders[spec] = resolve_loader(spec)
+            except InputError as e:
+                raise InputError(f"model {watch.name!r}: {e}") from None
+        return self._loaders[spec]
 
     def path_for(self, watch: ModelWatch, day: str) -> Path:
         from ctrlens.models.checkpoint import CheckpointError, list_checkpoints
+        from ctrlens.models.loader import list_served
 
         if watch.checkpoint is not None:
             return watch.checkpoint
         d = watch.checkpoint_dir
         assert d is not None
-        key = str(d)
+        key = (str(d), watch.checkpoint_pattern)
+        own = bool(watch.loader) or watch.checkpoint_pattern is not None
         if key not in self._dirs:
-            self._dirs[key] = list_checkpoints(d)
+            if own:  # any format: days from a file-name pattern, sidecars or ctrlens headers
+                self._dirs[key] = list_served(d, watch.checkpoint_pattern)
+            else:
+                self._dirs[key] = list_checkpoints(d)
         infos = self._dirs[key]
         if not infos:
-            raise CheckpointError(f"model {watch.name!r}: checkpoint_dir {d} holds no ctrlens checkpoints (ckpt-step*.pt)")
+            how = (f"files matching checkpoint_pattern {watch.checkpoint_pattern!r}" if watch.checkpoint_pattern else
+                   "checkpoints with a sidecar <file>.json saying which days they were trained on (served_from, "
+                   "trained_through or days_seen), or ctrlens checkpoints") if own else "ctrlens checkpoints (ckpt-step*.pt)"  # fmt: skip
+            raise CheckpointError(f"model {watch.name!r}: checkpoint_dir {d} holds no {how}")
         before = [i for i in infos if i.days_seen and max(i.days_seen) < day]
         if before:
-            return Path(before[-1].path)  # highest step among those trained only on earlier days
+            return Path(before[-1].path)  # trained last among those trained only on earlier days
         if any(i.days_seen for i in infos):
             raise CheckpointError(
                 f"model {watch.name!r}: no checkpoint in {d} was trained only on days before {day} "
@@ -191,30 +250,69 @@ class _Models:
             )
         return Path(infos[-1].path)
 
-    def load(self, path: Path) -> Any:
-        from ctrlens.models.checkpoint import load_checkpoint
-        from ctrlens.models.interface import as_view
+    def load(self, path: Path, watch: ModelWatch | None = None) -> Any:
+        from ctrlens.models.loader import load_model, resolve_loader
 
-        key = str(path)
+        ld = self.loader(watch) if watch is not None else resolve_loader(None)
+        key = (ld.spec, str(path))
         if key not in self._loaded:
-            model = load_checkpoint(path, self.schema, map_location=self.device)
-            self._loaded[key] = as_view(model)
+            self._loaded[key] = load_model(path, self.schema, ld, device=self.device,
+                                           pattern=watch.checkpoint_pattern if watch is not None else None)  # fmt: skip
         return self._loaded[key]
 
 
 # ------------------------------------------------------------------------------------- history
 
 
-def load_history(store: Any, model: str, version_id: int, day: str, cfg: NightlyConfig) -> History:
-    """The reference days of ``model`` for ``day`` as :class:`History` frames read from ``store``."""
+def reference_days(store: Any, model: str, version_id: int | None, day: str, cfg: NightlyConfig) -> dict[str, list[str]]:
+    """The stored days a computation of ``day`` reads, by role (what its provenance records):
+
+    * ``reference``: the reference days (trailing: the N most recent stored days before ``day``;
+      fixed: the baseline days stored -- for a baseline day, those before it);
+    * ``recent``: the ``persistence - 1`` stored days before ``day`` (drift persistence);
+    * ``field_edges``: the model's first stored day before ``day`` (frozen dense-field edges);
+    * ``neuron_edges``: the version's first stored day before ``day`` (frozen neuron edges; none:
+      ``day`` is the checkpoint's first day and gets the checkpoint checks);
+    * ``anchor``: the fixed anchor period kept beside a trailing reference (:func:`load_anchor`);
+    * ``previous``: the last stored day before ``day`` (its run names the previous checkpoint, for the
+      checkpoint change report).
+
+    Only days *before* ``day`` count (fixed baselines aside), so a rerun of a day reads what a
+    clean run read, whatever was stored after it.
+    """
     done = [d for d in store.days(model=model, run_kind=RUN_KIND) if d != day]
+    before = [d for d in done if d < day]
     ref = cfg.reference
     if ref.kind == "trailing":
-        days = [d for d in done if d < day][-int(ref.days):]  # type: ignore[arg-type]
+        days = before[-int(ref.days):]  # type: ignore[arg-type]
+    else:
+        # the baseline's own days compare with the baseline days before them (as a clean run, which
+        # computes the baseline in order, does), so rerunning one never depends on a later one
+        have, inside = set(done), day in set(ref.days)  # type: ignore[arg-type]
+        days = [d for d in ref.days if d in have and (d < day or not inside)]  # type: ignore[union-attr]
+    p = cfg.thresholds.persistence
+    recent = before[-(p - 1):] if p > 1 else []
+    fe = [d for d in store.days(model=model, run_kind=RUN_KIND, kind="field_stats") if d < day][:1]
+    ne = [d for d in store.days(version=version_id, run_kind=RUN_KIND, kind="layer_stats") if d < day][:1] if version_id else []
+    anchor: list[str] = []
+    if ref.kind == "trailing" and days:  # as load_anchor decides
+        a = before[: int(ref.days)]  # type: ignore[arg-type]
+        anchor = a if len(a) >= ref.min_days and a[-1] < days[0] else []
+    return {"reference": days, "recent": recent, "field_edges": fe, "neuron_edges": ne, "anchor": anchor,
+            "previous": before[-1:]}
+
+
+def load_history(store: Any, model: str, version_id: int | None, day: str, cfg: NightlyConfig,
+                 deps: dict[str, list[str]] | None = None) -> History:  # fmt: skip
+    """The reference days of ``model`` for ``day`` as :class:`History` frames read from ``store``
+    (``deps``: :func:`reference_days`, computed when not given)."""
+    deps = deps if deps is not None else reference_days(store, model, version_id, day, cfg)
+    ref = cfg.reference
+    days = list(deps["reference"])
+    if ref.kind == "trailing":
         label, scheme = f"trailing {ref.days}d", "prequential"
     else:
         wanted = list(ref.days)  # type: ignore[arg-type]
-        days = [d for d in wanted if d in set(done)]
         label, scheme = f"fixed {wanted[0]}..{wanted[-1]}", "loo"
     h = History(days=days, label=label, scheme=scheme)
     if days:
@@ -225,12 +323,9 @@ def load_history(store: Any, model: str, version_id: int, day: str, cfg: Nightly
         same = [d for d in days if h.versions.get(d) == version_id]
         if same:
             h.frames["neuron_stats"] = store.series("neuron_stats", ["hist_json"], version=version_id, days=same, run_kind=RUN_KIND)
-    p = cfg.thresholds.persistence
-    if p > 1:
-        prev = [d for d in done if d < day][-(p - 1):]
-        if prev:
-            r = store.series("drift", ["value", "threshold", "direction", "alert"], model=model, days=prev, run_kind=RUN_KIND)
-            h.recent = r
+    if deps["recent"]:
+        h.recent = store.series("drift", ["value", "threshold", "direction", "alert"], model=model, days=list(deps["recent"]),
+                                run_kind=RUN_KIND)  # fmt: skip
     return h
 
 
@@ -263,8 +358,8 @@ def with_anchor(suite: DriftSuite, anchor: DriftSuite) -> None:
         suite.rows.append({**r, "subject_kind": "anchor", "method": f"{r['method']}; the trailing reference did not alert"})
 
 
-def _field_edges(store: Any, model: str) -> dict[str, list[float]] | None:
-    first = store.days(model=model, run_kind=RUN_KIND, kind="field_stats")
+def _field_edges(store: Any, model: str, first: list[str]) -> dict[str, list[float]] | None:
+    """Dense-field histogram edges of the model's first stored day before today (``first``: that day)."""
     if not first:
         return None
     f = store.series("field_stats", ["kind", "hist_json"], model=model, days=first[0], run_kind=RUN_KIND)
@@ -273,19 +368,63 @@ def _field_edges(store: Any, model: str) -> dict[str, list[float]] | None:
     return out or None
 
 
-def _neuron_edges(store: Any, version_id: int) -> tuple[dict[str, tuple[float, float]] | None, list[str]]:
-    days = store.days(version=version_id, run_kind=RUN_KIND, kind="layer_stats")
-    if not days:
-        return None, []
-    f = store.series("layer_stats", ["edges_json"], version=version_id, days=days[0], run_kind=RUN_KIND)
+def _neuron_edges(store: Any, version_id: int | None, first: list[str]) -> dict[str, tuple[float, float]] | None:
+    """Neuron histogram ranges of the version's first stored day before today (``first``: that day)."""
+    if not first or version_id is None:
+        return None
+    f = store.series("layer_stats", ["edges_json"], version=version_id, days=first[0], run_kind=RUN_KIND)
     out = {r.layer: (float(r.edges_json[0]), float(r.edges_json[-1])) for r in f.itertuples(index=False)
            if isinstance(r.edges_json, list) and len(r.edges_json) >= 2}  # fmt: skip
-    return out or None, days
+    return out or None
 
 
-def _is_done(store: Any, model: str, version_id: int, day: str) -> bool:
+def _stamps(store: Any, model: str, deps: dict[str, list[str]]) -> dict[str, Any]:
+    """``deps`` with each day replaced by ``[day, [[run_id, digest], ...]]`` of its complete runs:
+    what identifies the stored content a computation read (a rewrite with other numbers changes the
+    digest; one with the same numbers does not)."""
+    wanted = sorted({d for ds in deps.values() for d in ds})
+    by_day: dict[str, list[list[Any]]] = {d: [] for d in wanted}
+    if wanted:
+        r = store.runs(model=model, days=wanted, run_kind=RUN_KIND)
+        for row in r.itertuples(index=False) if len(r) else ():
+            if row.status != "complete" or row.day not in by_day:
+                continue
+            prov = (row.params or {}).get("provenance") or {}
+            by_day[row.day].append([int(row.run_id), prov.get("digest") or str(row.finished_at)])
+    return {role: [[d, sorted(by_day.get(d, []))] for d in ds] for role, ds in deps.items()}
+
+
+def digest(results: list[Any]) -> str:
+    """A content digest of a day's results (their frames, not their timings): equal numbers, equal digest."""
+    h = hashlib.sha256()
+    for r in sorted(results, key=lambda r: r.kind):
+        h.update(r.kind.encode())
+        f = r.frame
+        h.update(json.dumps({"columns": [str(c) for c in f.columns], "rows": f.to_dict("split")["data"]},
+                            default=repr, sort_keys=True, allow_nan=True).encode())  # fmt: skip
+    return h.hexdigest()[:32]
+
+
+def stale_reason(store: Any, model: str, version_id: int, day: str, cfg: NightlyConfig) -> str | None:
+    """Why the stored run of (version, day) no longer is what a clean run would store, or None
+    when it is (also None for runs written before provenance was recorded). Not stored: "not done"."""
     r = store.runs(model=model, version=version_id, days=day, run_kind=RUN_KIND)
-    return bool(len(r) and (r["status"] == "complete").any())
+    done = r[r["status"] == "complete"] if len(r) else r
+    if not len(done):
+        return "not done"
+    prov = (done.iloc[-1]["params"] or {}).get("provenance")
+    if not prov:
+        return None  # written before provenance existed: trusted as it is
+    if prov.get("v") != PROVENANCE_VERSION:
+        return f"provenance version {prov.get('v')} (now {PROVENANCE_VERSION})"
+    if prov.get("incomplete"):
+        return f"it was computed while earlier day(s) {', '.join(prov['incomplete'])} were missing"
+    now = json.loads(json.dumps(_stamps(store, model, reference_days(store, model, version_id, day, cfg))))
+    if now != prov.get("deps"):
+        changed = [role for role in now if now[role] != (prov.get("deps") or {}).get(role)]
+        what = {role: [d for d, _ in now[role]] for role in changed}
+        return f"what it was computed from has changed since: {what}"
+    return None
 
 
 def _alert_states(store: Any, model: str) -> dict[tuple[str, str], str]:
@@ -434,20 +573,42 @@ class NightlyJob:
         days = plan_days(available, day=day, start=start, end=end)
         if cfg.reference.kind == "fixed":  # baseline days first, so the requested days have a reference
             days = sorted(set(days) | {d for d in cfg.reference.days if d in available})  # type: ignore[union-attr]
+        if cfg.reference.kind == "fixed":
+            present = [d for d in cfg.reference.days if d in set(available)]  # type: ignore[union-attr]
+            if len(present) < cfg.reference.min_days:
+                raise ConfigError(
+                    f"{cfg.source}: reference.days: {len(present)} of the fixed reference days "
+                    f"{list(cfg.reference.days)} are in the data at {cfg.data} (need reference.min_days = "  # type: ignore[arg-type]
+                    f"{cfg.reference.min_days}): no drift test could ever alert"
+                )
         # the store is opened (and, if new, created) only once a model-day passed its input checks, so a
         # run that fails on bad input leaves no database behind
         store = _LazyStore(self._store, self.cfg.db)
         models = self._models = _Models(ds.schema, cfg.device)
+        for watch in cfg.models:  # a loader that cannot be imported: exit 2 before anything is written
+            models.loader(watch)
         total = len(days) * len(cfg.models)
         self.progress("start", total=total, days=days)
-        outcomes = []
+        outcomes: list[Outcome] = []
+        holes: dict[str, list[str]] = {m.name: [] for m in cfg.models}  # days this job could not do, per model
         notes = RunNotifications(cfg.notify)
         sent = None
+        from ctrlens.store import StorageError
+
         try:
             for d in days:
                 for watch in cfg.models:
                     self.progress("model_day", model=watch.name, day=d)
-                    o = self._one(store, ds, available, models, watch, d, force)
+                    try:
+                        o = self._one(store, ds, available, models, watch, d, force, holes[watch.name])
+                    except StorageError as e:  # the database itself cannot be used: no point going on
+                        if not any(x.status == "ok" for x in outcomes):
+                            raise
+                        o = Outcome(watch.name, d, "failed", error=str(e))
+                        outcomes.append(o)
+                        return JobSummary(outcomes, days, cfg.exit_on_alert, sent)  # notifications: the next run
+                    if o.status == "locked" or (o.status == "failed" and not o.input_error):
+                        holes[watch.name].append(d)
                     outcomes.append(o)
                     if o.status == "ok":  # its alerts are committed: tell people
                         notes.after_day(store, o.model, o.day)
@@ -459,64 +620,96 @@ class NightlyJob:
             store.close()
         return JobSummary(outcomes, days, cfg.exit_on_alert, sent)
 
-    def _one(self, store: Any, ds: Any, available: list[str], models: _Models, watch: ModelWatch, day: str, force: bool) -> Outcome:
-        from ctrlens.store import LockHeld
+    def _one(self, store: Any, ds: Any, available: list[str], models: _Models, watch: ModelWatch, day: str, force: bool,
+             holes: list[str] | None = None) -> Outcome:  # fmt: skip
+        from ctrlens.store import LeaseLost, LockHeld, StorageError
+        from ctrlens.store.versions import version_key
 
+        cfg = self.cfg
         t0 = time.perf_counter()
         o = Outcome(watch.name, day, "failed")
-        vid = None
         try:
             if day not in set(available):
                 shown = f"{available[0]} .. {available[-1]} ({len(available)} days)" if available else "none"
                 raise InputError(f"day {day} is not in the data at {self.cfg.data} (no day={day}/ folder); days present: {shown}")
             path = models.path_for(watch, day)
             o.checkpoint = str(path)
-            view = models.load(path)
-            info = view.model.ctrlens_checkpoint
+            view = models.load(path, watch)
+            info = view.checkpoint
             o.version = info.version
-            vid = store.register_model(watch.name, info.weights_hash, info.schema_hash,
-                                       {"model_name": info.model_name, **dict(info.config)})  # fmt: skip
+            ck_hash, schema_hash, _ = version_key(view)  # the checkpoint's weights / content hash
+            vid = store.version_id(watch.name, ck_hash, schema_hash)  # look up only: registering writes
             o.version_id = vid
-            if not force and _is_done(store, watch.name, vid, day):
+            # fast path (no lease): done and still true
+            if not force and vid is not None and stale_reason(store, watch.name, vid, day, cfg) is None:
                 o.status = "skipped"
+                self._reports(store, watch, day, o, only_missing=True)
                 return o
-            with store.locked(watch.name, day, purpose=RUN_KIND, ttl_s=self.cfg.lock_ttl_s) as token:
-                if not force and _is_done(store, watch.name, vid, day):  # another job finished it meanwhile
+            self.progress("step", model=watch.name, day=day, step="waiting for the lease")
+            with store.lease(watch.name, day, purpose=RUN_KIND, ttl_s=cfg.lock_ttl_s, wait_s=cfg.lock_wait_s) as lease:
+                if lease.took_over:
+                    o.took_over = lease.took_over
+                vid = store.register_view(watch.name, view)
+                o.version_id = vid
+                why = None if force else stale_reason(store, watch.name, vid, day, cfg)
+                if not force and why is None:  # another job did it meanwhile
                     o.status = "skipped"
+                    self._reports(store, watch, day, o, only_missing=True)
                     return o
-                self._compute_and_write(store, ds, view, info, watch, day, vid, o)
-                store.refresh(watch.name, day, token, purpose=RUN_KIND, ttl_s=self.cfg.lock_ttl_s)
-            o.status = "ok"
-        except LockHeld as e:
+                if why not in (None, "not done"):
+                    o.recomputed = why
+                    log.warning("%s %s: computing it again: %s", watch.name, day, why)
+                self._compute_and_write(store, ds, view, info, watch, day, vid, o, holes or [], lease)
+                fault_point("job.committed")
+                o.status = "ok"
+                self._reports(store, watch, day, o, only_missing=False)
+        except (LockHeld, LeaseLost) as e:
             o.status, o.error = "locked", str(e)
+        except StorageError:
+            raise
         except InputError as e:
             o.status, o.error, o.input_error = "failed", str(e), True
-            if vid is not None:
-                _record_failure(store, vid, day, str(e))
         except Exception as e:  # an internal error on one model-day must not stop the others
             o.status, o.error = "failed", f"{type(e).__name__}: {e}"
             o.timings["traceback"] = traceback.format_exc()[-4000:]
-            if vid is not None:
-                _record_failure(store, vid, day, o.error)
         finally:
             o.seconds = time.perf_counter() - t0
-        if o.status == "ok" and self.cfg.reports:
-            try:
-                from ctrlens.monitor.report import write_report
-
-                out = report_dir(self.cfg)
-                o.reports = [str(p) for p in write_report(store, watch.name, day, out / watch.name)]
-            except Exception as e:  # a report problem never fails the night
-                o.timings["report_error"] = f"{type(e).__name__}: {e}"
         return o
 
-    def _compute_and_write(self, store: Any, ds: Any, view: Any, info: Any, watch: ModelWatch, day: str, vid: int, o: Outcome) -> None:
+    def _reports(self, store: Any, watch: ModelWatch, day: str, o: Outcome, *, only_missing: bool) -> None:
+        """Write the day's report (``only_missing``: only when a file of it is absent, e.g. the job
+        that wrote the day was killed before its report)."""
+        if not self.cfg.reports:
+            return
+        out = report_dir(self.cfg) / model_slug(watch.name)
+        if only_missing and all((out / f"{day}.{ext}").exists() for ext in ("html", "md")):
+            return
+        try:
+            from ctrlens.monitor.report import write_report
+
+            o.reports = [str(p) for p in write_report(store, watch.name, day, out)]
+        except Exception as e:  # a report problem never fails the night
+            o.timings["report_error"] = f"{type(e).__name__}: {e}"
+
+    def _compute_and_write(self, store: Any, ds: Any, view: Any, info: Any, watch: ModelWatch, day: str, vid: int, o: Outcome,
+                           holes: list[str], lease: Any) -> None:  # fmt: skip
         from ctrlens.monitor.compute import compute_day
 
         cfg = self.cfg
-        history = load_history(store, watch.name, vid, day, cfg)
-        field_edges = _field_edges(store, watch.name)
-        neuron_edges, version_days = _neuron_edges(store, vid)
+        deps = reference_days(store, watch.name, vid, day, cfg)
+        stamps = _stamps(store, watch.name, deps)
+        # earlier days this job could not do, or another live job is computing now: the reference may lack them
+        from ctrlens.store.store import owner_gone
+
+        # (a lease on a day already stored is a job checking or redoing it: if its numbers change, the
+        # digests in this day's provenance tell the next look at this day)
+        stored = set(store.days(model=watch.name, run_kind=RUN_KIND))
+        busy = [d for d, owner in store.held_locks(purpose=RUN_KIND, model=watch.name)
+                if d < day and d not in stored and owner != lease.token and owner_gone(owner) is None]  # fmt: skip
+        o.incomplete = sorted({*[h for h in holes if h < day], *busy})
+        history = load_history(store, watch.name, vid, day, cfg, deps)
+        field_edges = _field_edges(store, watch.name, deps["field_edges"])
+        neuron_edges = _neuron_edges(store, vid, deps["neuron_edges"])
         other = [d for d in history.days if history.versions.get(d) != vid]
         bt_history = None
         if other:  # reference days served by another checkpoint: back-test today's on them
@@ -524,14 +717,14 @@ class NightlyJob:
             bt, neuron_edges = backtest(view, ds, watch, other, cfg, neuron_edges=neuron_edges, cache=self._backtests)
             bt_history = with_backtest(history, watch.name, vid, bt)
         train_day = None
-        if not [d for d in version_days if d != day] and info.days_seen:
+        if not deps["neuron_edges"] and info.days_seen:  # the checkpoint's first day: check it against its training
             seen = [d for d in info.days_seen if d < day and d in set(ds.days())]
             train_day = seen[-1] if seen else None
         initial = None
         p0 = Path(info.path).parent / "ckpt-step000000000.pt"  # `ctrlens train --save-initial`
         if p0.exists() and p0.resolve() != Path(info.path).resolve():
             try:
-                initial = self._models.load(p0).model
+                initial = self._models.load(p0, watch).model
             except InputError:
                 initial = None
         res = compute_day(view, ds, day, watch, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
@@ -539,6 +732,7 @@ class NightlyJob:
                           initial=initial,
                           progress=lambda step: self.progress("step", model=watch.name, day=day, step=step))  # fmt: skip
         change = self._checkpoint_change(store, ds, view, watch, day, vid, res, train_day)
+        fault_point("job.computed")
         self.progress("step", model=watch.name, day=day, step="drift + diagnosis")
         suite = drift_suite(cfg, history, res, day)
         if bt_history is not None:
@@ -569,9 +763,17 @@ class NightlyJob:
         before = _alert_states(store, watch.name)
         if change:
             res.meta["checkpoint_change"] = change
+        results = [*r.values(), drift, alerts]
+        # what this day was computed from: the next run recomputes it when any of that changed
+        provenance = {"v": PROVENANCE_VERSION, "version_id": vid, "checkpoint": info.version, "deps": stamps,
+                      "incomplete": o.incomplete, "digest": digest(results)}  # fmt: skip
         params = {"config": config_dict(cfg), "model": watch.name, "checkpoint": o.checkpoint, "version": info.version,
-                  "reference_days": history.days, "train_day": train_day, "compute": jsonable(res.meta)}  # fmt: skip
-        store.write_day(vid, day, RUN_KIND, [*r.values(), drift, alerts], params=params)
+                  "reference_days": history.days, "train_day": train_day, "compute": jsonable(res.meta),
+                  "provenance": jsonable(provenance)}  # fmt: skip
+        store.write_day(vid, day, RUN_KIND, results, params=params, lease=lease)
+        if o.incomplete:
+            log.warning("%s %s: computed while earlier day(s) %s were missing; marked, the next run computes it again",
+                        watch.name, day, ", ".join(o.incomplete))  # fmt: skip
         after = store.alerts(model=watch.name)
         today = {(f, s) for f, s in zip(alerts.frame["finding"], alerts.frame["subject"])}
         o.findings = [{k: v for k, v in rec.items() if k != "evidence_json"} for rec in alerts.frame.to_dict("records")]
@@ -662,11 +864,11 @@ class _LazyStore:
             self._s.close()
 
 
-def _record_failure(store: Any, vid: int, day: str, error: str) -> None:
-    try:
-        store.record_failure(vid, day, RUN_KIND, error[:2000])
-    except Exception:  # recording is best effort; the outcome carries the error anyway
-        pass
+def model_slug(name: str) -> str:
+    """``name`` as one safe path component (config names are already restricted to these characters;
+    this guards names that reach here by other routes)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+    return slug[:100]
 
 
 def report_dir(cfg: NightlyConfig) -> Path:
@@ -685,5 +887,5 @@ def run_nightly(cfg: NightlyConfig, *, day: str | None = None, start: str | None
     return NightlyJob(cfg, progress=progress).run(day=day, start=start, end=end, force=force)
 
 
-__all__ = ["EXIT_ALERTS", "EXIT_INPUT", "EXIT_NOTIFY", "EXIT_OK", "EXIT_PARTIAL", "JobSummary", "NightlyJob", "Outcome", "load_history",
-           "plan_days", "report_dir", "run_nightly"]  # fmt: skip
+__all__ = ["EXIT_ALERTS", "EXIT_INPUT", "EXIT_NOTIFY", "EXIT_OK", "EXIT_PARTIAL", "JobSummary", "NightlyJob", "Outcome", "digest",
+           "load_history", "model_slug", "plan_days", "reference_days", "report_dir", "run_nightly", "stale_reason"]  # fmt: skip

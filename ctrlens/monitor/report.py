@@ -73,9 +73,27 @@ def write_report(store: Any, model: str, day: str, out_dir: str | Path) -> list[
     out.mkdir(parents=True, exist_ok=True)
     h = out / f"{data.day}.html"
     m = out / f"{data.day}.md"
-    h.write_text(to_html(data), encoding="utf-8")
-    m.write_text(to_markdown(data, html_name=h.name), encoding="utf-8")
+    _write_atomic(h, to_html(data))  # a job killed mid-report leaves no half file (the next run rewrites it)
+    from ctrlens.store.store import fault_point
+
+    fault_point("report.write")
+    _write_atomic(m, to_markdown(data, html_name=h.name))
     return [h, m]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # as write_text would leave it, not mkstemp's 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # ------------------------------------------------------------------------------------- figures

@@ -11,7 +11,7 @@ import torch
 
 from ctrlens.data.batch import Batch
 from ctrlens.errors import InputError
-from ctrlens.models.interface import ModelView, as_view
+from ctrlens.models.interface import ModelView, as_view, checkpoint_of
 
 
 @dataclass
@@ -25,25 +25,29 @@ class Rows:
     schema: Any = None  # ctrlens.data.schema.Schema when known
 
 
-def resolve_model(model: Any, schema: Any = None) -> tuple[ModelView, str | None]:
-    """``(view, checkpoint path or None)`` for a reference model, a ModelView or a checkpoint path."""
+def resolve_model(model: Any, schema: Any = None, loader: Any = None) -> tuple[ModelView, str | None]:
+    """``(view, checkpoint path or None)`` for a reference model, a ModelView or a checkpoint path
+    (loaded with ``loader``, default: the reference models' loader)."""
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.exists():
             raise InputError(f"checkpoint {path}: file not found")
-        try:
-            from ctrlens.models.checkpoint import load_checkpoint
-        except ModuleNotFoundError as e:  # pragma: no cover - the checkpoint module is another part
-            raise InputError(f"checkpoint {path}: ctrlens.models.checkpoint is not available ({e})") from None
-        return as_view(load_checkpoint(path, schema=schema)), str(path)
+        if schema is None and loader is None:  # a ctrlens checkpoint carries its own schema
+            from ctrlens.models.checkpoint import checkpoint_schema
+
+            schema = checkpoint_schema(path)
+        if schema is None:
+            raise InputError(f"checkpoint {path}: a loader needs the data's schema; pass a dataset")
+        from ctrlens.models.loader import load_model
+
+        return load_model(path, schema, loader), str(path)
     view = as_view(model)
-    info = getattr(view.model, "ctrlens_checkpoint", None)  # set by load_checkpoint
-    return view, getattr(info, "path", None)
+    return view, getattr(checkpoint_of(view), "path", None)
 
 
 def model_version(view: ModelView) -> str | None:
-    """The checkpoint's weights hash (the store's model version), when the model came from one."""
-    return getattr(getattr(view.model, "ctrlens_checkpoint", None), "version", None)
+    """The checkpoint's weights / content hash (the store's model version), when the model came from one."""
+    return getattr(checkpoint_of(view), "version", None)
 
 
 def _is_dataset(data: Any) -> bool:

@@ -11,13 +11,16 @@ checkpoint x day, in SQLite (embedded default) or PostgreSQL (teams). See docs/s
 from ctrlens.store.alerts import SEVERITIES, STATES as ALERT_STATES
 from ctrlens.store.engine import DEFAULT_URL, display_url, normalize_url, resolve_url
 from ctrlens.store.migrate import head_revision
-from ctrlens.store.store import LockHeld, Store
+from ctrlens.store.store import Lease, LeaseLost, LockHeld, StorageError, Store
 
 __all__ = [
     "ALERT_STATES",
     "DEFAULT_URL",
+    "Lease",
+    "LeaseLost",
     "LockHeld",
     "SEVERITIES",
+    "StorageError",
     "Store",
     "display_url",
     "head_revision",

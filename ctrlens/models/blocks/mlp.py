@@ -49,6 +49,13 @@ class MLP(nn.Module):
             x = self.dropout(act(norm(lin(x)), mask))
         return x
 
+    def forward_after_first(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+        """:meth:`forward` given the first ``Linear``'s output ``h`` (computed another way by the
+        caller); every activation module still runs, so taps see the same layers."""
+        for i, (norm, act) in enumerate(zip(self.norms, self.acts)):
+            h = self.dropout(act(norm(h if i == 0 else self.linears[i](h)), mask))
+        return h
+
     def layer_specs(self, prefix: str, kind: LayerKind = "hidden", mask: str | None = None) -> list[LayerSpec]:
         """``<prefix>.<i>`` -> the ``i``-th post-activation output ``[B, N_i]`` (``[B, L, N_i]`` with ``mask``)."""
         return [

@@ -195,7 +195,8 @@ class _Memo:
     Blocks: the model's children, looking through ``ModuleDict`` / ``ModuleList`` containers. The
     assumption (true of the reference models, tested against the brute force): in eval mode a
     block's output depends only on its arguments and weights, not on state another block set during
-    the forward. ``PermutationImportance(memo=False)`` runs every block.
+    the forward. ``PermutationImportance(memo=False)`` runs every block; that is the default for
+    models that are not ctrlens reference models.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -343,7 +344,14 @@ class PermutationImportance:
 
     def __init__(self, view: ModelView, heads: list[str], *, seed: int = 0, device: torch.device | str = "cpu",
                  chunk_rows: int = PERMUTATION_CHUNK, quantile_rows: int = PERMUTATION_QUANTILE_ROWS,
-                 memo: bool = True):  # fmt: skip
+                 memo: bool | None = None):  # fmt: skip
+        if memo is None:
+            # replaying blocks is exact only when a block's output depends on its arguments alone: true
+            # of ctrlens' reference blocks (tested against the brute force), not of every user model
+            # (DeepCTR-Torch and torchrec views route embeddings to the model through shared state)
+            from ctrlens.models.base import CTRModel
+
+            memo = isinstance(view.model, CTRModel)
         self.view, self.heads, self.device = view, list(heads), torch.device(device)
         self.chunk_rows, self.quantile_rows, self.memo = int(chunk_rows), int(quantile_rows), memo
         self.seed = seed

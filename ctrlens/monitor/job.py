@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ctrlens.errors import InputError
+from ctrlens.models.interface import checkpoint_of
 from ctrlens.monitor.config import RUN_KIND, ConfigError, ModelWatch, NightlyConfig, config_dict
 from ctrlens.monitor.diagnosis import PAGING, Context, diagnose
 from ctrlens.monitor.drift import DriftSuite, History, both_axes
@@ -456,11 +457,11 @@ def backtest(view: Any, ds: Any, watch: ModelWatch, days: list[str], cfg: Nightl
     """
     from ctrlens.monitor.compute import compute_day
 
-    info = view.model.ctrlens_checkpoint
+    info = checkpoint_of(view)
     out: dict[str, Any] = {}
     edges = neuron_edges
     for d in sorted(days):
-        key = (info.weights_hash, d)
+        key = (info.version, d)
         hit = cache.get(key) if cache is not None else None
         if hit is not None and (edges is None or hit[0] == edges):
             res = hit[1]
@@ -801,14 +802,14 @@ class NightlyJob:
         if prev is None:
             return {}
         try:
-            old = self._models.load(Path(prev[0]))
+            old = self._models.load(Path(prev[0]), watch)
         except InputError:  # the old checkpoint no longer loads for this schema: no comparison
             return {}
-        if old.model.ctrlens_checkpoint.weights_hash == view.model.ctrlens_checkpoint.weights_hash:
+        if checkpoint_of(old).version == checkpoint_of(view).version:
             return {}
         self.progress("step", model=watch.name, day=day, step="checkpoint change report")
         have = set(ds.days())
-        seen = [d for d in (old.model.ctrlens_checkpoint.days_seen or []) if d < day and d in have]
+        seen = [d for d in (checkpoint_of(old).days_seen or []) if d < day and d in have]
         obs, info = checkpoint_change(old, view, ds, day, watch, new_summary=res.neuron_summary, batch_size=self.cfg.batch_size,
                                       seed=self.cfg.seed, device=self.cfg.device, old_train_day=seen[-1] if seen else None,
                                       new_train_day=train_day, new_check=res.meta.get("checkpoint_check"))  # fmt: skip
@@ -825,7 +826,7 @@ class NightlyJob:
             p = self._models.path_for(watch, prev_day)
         except InputError:
             return None
-        if Path(p).resolve() == Path(view.model.ctrlens_checkpoint.path).resolve():
+        if Path(p).resolve() == Path(checkpoint_of(view).path).resolve():
             return None
         return str(p), None, prev_day
 

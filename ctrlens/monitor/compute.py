@@ -852,25 +852,10 @@ CHANGE_THRESHOLDS = {
 
 def _predictions(view: ModelView, batches: list[Batch], heads: list[str], device: torch.device) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """head -> (labels ``[n]``, predicted probabilities ``[n]``) over ``batches`` (masked rows removed)."""
-    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {h: [] for h in heads}
-    model = view.model
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for b in batches:
-                b = b.to(device) if device.type != "cpu" else b
-                o = view(b)
-                for h in heads:
-                    spec = view.heads[h]
-                    y, mask = spec.target(b)
-                    p = o[spec.output].reshape(-1).double()
-                    if mask is not None:
-                        p = p[mask]
-                    out[h].append((y.double().cpu().numpy(), p.cpu().numpy()))
-    finally:
-        model.train(was)
-    return {h: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v])) for h, v in out.items() if v}
+    from ctrlens.metrics import accumulate
+
+    accs = accumulate(view, batches, heads, device=device)
+    return {h: a.arrays()[:2] for h, a in accs.items() if a.preds}
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

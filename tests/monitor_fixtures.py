@@ -21,10 +21,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 START = "2026-01-01"
 WORLD = dict(days=20, rows_per_day=4000, seed=11, n_users=2_000, n_items=600, n_categories=20, n_shops=100,
              new_items_per_day=20, importance_rows=2_000, image_size=8)  # fmt: skip
@@ -133,23 +135,37 @@ def _build(root: Path) -> NightlyWorld:
     return NightlyWorld(nw.root, nw.data, nw.checkpoint, nw.db, nw.snapshot, summary)
 
 
-@pytest.fixture(scope="session")
-def nightly_world(tmp_path_factory) -> NightlyWorld:
-    """The shared world, checkpoint and databases (built once; see the module docstring)."""
+def shared_folder(tmp_path_factory) -> Path:
+    """This test run's temporary folder common to every xdist worker."""
     base = tmp_path_factory.getbasetemp()
     # xdist workers each get <run>/popen-gwN: their parent is this run's folder, common to all of them
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    root = shared / "ctrlens-monitor-world"
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def build_once(shared: Path, name: str, build: Callable[[Path], T]) -> tuple[Path, T | None]:
+    """``(shared/name, build(shared/name))`` the first time, ``(shared/name, None)`` once a complete
+    build (its ``DONE`` file, which ``build`` writes last) is there. One builder at a time across
+    xdist workers (a file lock); an incomplete earlier build is cleared first."""
+    root = shared / name
     root.mkdir(exist_ok=True)
-    with open(shared / "ctrlens-monitor-world.lock", "w") as lock:
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not (root / "DONE").exists():
                 for p in root.iterdir():
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
-                return _build(root)
+                return root, build(root)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    return root, None
+
+
+@pytest.fixture(scope="session")
+def nightly_world(tmp_path_factory) -> NightlyWorld:
+    """The shared world, checkpoint and databases (built once; see the module docstring)."""
+    root, built = build_once(shared_folder(tmp_path_factory), "ctrlens-monitor-world", _build)
+    if built is not None:
+        return built
     summary = json.loads((root / "summary.json").read_text())
     ck = sorted((root / "run").glob("ckpt-step*.pt"))[-1]
     return NightlyWorld(root, root / "world", ck, root / "full" / "ctrlens.sqlite", root / "snapshot" / "ctrlens.sqlite", summary)

@@ -14,16 +14,14 @@ Built once per test session and shared by xdist workers (a file lock, like monit
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from monitor_fixtures import copy_db
+from monitor_fixtures import build_once, copy_db, shared_folder
 
 START = "2026-01-01"
 WORLD = dict(days=12, rows_per_day=3000, seed=5, n_users=1_500, n_items=400, n_categories=16, n_shops=60,
@@ -105,17 +103,9 @@ def _build(root: Path) -> RetrainWorld:
 
 
 def build_retrain_world(shared: Path) -> RetrainWorld:
-    root = shared / "ctrlens-retrain-world"
-    root.mkdir(exist_ok=True)
-    with open(shared / "ctrlens-retrain-world.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not (root / "DONE").exists():
-                for p in root.iterdir():
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
-                return _build(root)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    root, built = build_once(shared, "ctrlens-retrain-world", _build)
+    if built is not None:
+        return built
     summary = json.loads((root / "summary.json").read_text())
     return RetrainWorld(root, root / "world", root / "ckpts", root / "full" / "ctrlens.sqlite",
                         root / "snapshot" / "ctrlens.sqlite", summary)  # fmt: skip
@@ -124,9 +114,7 @@ def build_retrain_world(shared: Path) -> RetrainWorld:
 @pytest.fixture(scope="session")
 def retrain_world(tmp_path_factory) -> RetrainWorld:
     """The shared daily-retrained world (built once; see the module docstring)."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    return build_retrain_world(shared)
+    return build_retrain_world(shared_folder(tmp_path_factory))
 
 
 def outcome(summary: dict, i: int) -> dict:

@@ -19,12 +19,17 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
         out: Path = typer.Option(..., "--out", help="report.html (standalone page) or report.json."),
         day: Optional[str] = typer.Option(None, "--day", help="Day to analyse (default: the latest)."),
-        method: str = typer.Option("saliency", "--method", help="saliency | input_x_gradient | integrated_gradients."),
+        method: str = typer.Option("input_x_gradient", "--method",
+                                   help="input_x_gradient (default: ranks fields like permutation importance) | saliency "
+                                        "| integrated_gradients."),
         head: list[str] = typer.Option(["ctr"], "--head", help="Head(s) to attribute; repeat, or 'all'."),
         compare_day: Optional[str] = typer.Option(
             None, "--compare-day", help="Reference day: the report shows each field's change of share from it."
         ),
-        baseline: str = typer.Option("zero", "--baseline", help="zero | mean (input_x_gradient, integrated_gradients)."),
+        baseline: Optional[str] = typer.Option(
+            None, "--baseline", help="mean | zero (input_x_gradient, integrated_gradients; default: mean, the day's "
+                                     "analysed rows' mean embedding per field)."
+        ),
         target: str = typer.Option("logit", "--target", help="logit (recommended) | probability."),
         max_rows: int = typer.Option(20000, "--max-rows", help="Rows sampled from the day."),
         batch_size: int = typer.Option(4096, "--batch-size"),

@@ -78,8 +78,9 @@ class ModelWatch:
             candidates, and the date says which days each one serves.
         heads: heads to evaluate, probe and attribute (default: every head with a label).
         rows: sample sizes.
-        saliency_method: ``saliency`` (|gradient|, the cheap default), ``input_x_gradient`` or
-            ``integrated_gradients``.
+        saliency_method: ``input_x_gradient`` (default, with each day's mean embedding as baseline:
+            ranks fields like permutation importance, docs/saliency.md), ``saliency`` (|gradient|)
+            or ``integrated_gradients``. The same as ``ctrlens.saliency.DEFAULT_METHOD``.
         layers: layer names / glob patterns to watch (default: all of the model's).
         permutation: also measure each field's permutation importance on the hooked-pass sample
             (one extra forward per field; with the field dependences, what tells a shuffled column).
@@ -92,7 +93,7 @@ class ModelWatch:
     checkpoint_pattern: str | None = None
     heads: tuple[str, ...] | None = None
     rows: Rows = field(default_factory=Rows)
-    saliency_method: str = "saliency"
+    saliency_method: str = "input_x_gradient"  # ctrlens.saliency.DEFAULT_METHOD (not imported: no captum here)
     layers: tuple[str, ...] | None = None
     permutation: bool = True
 
@@ -433,7 +434,7 @@ def _model(md: Any, where: str, source: str, base: Path) -> ModelWatch:
         v = getattr(rows, k)
         if 0 < v < 50:
             raise rows_r.err(k, f"at least 50 rows (or 0 to skip the analysis), got {v}")
-    method = r.string("saliency_method", "saliency")
+    method = r.string("saliency_method", ModelWatch.saliency_method)
     if method not in SALIENCY_METHODS:
         raise r.err("saliency_method", f"expected one of {list(SALIENCY_METHODS)}, got {method!r}")
     out = ModelWatch(

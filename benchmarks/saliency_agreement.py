@@ -128,7 +128,7 @@ def movielens(data: Path, tmp: Path, quick: bool) -> list[Case]:
     return cases
 
 
-def census(data: Path, tmp: Path, quick: bool) -> list[Case]:
+def census(data: Path, tmp: Path, quick: bool, tasks: tuple[str, ...] = ("income", "never_married")) -> list[Case]:
     """The 200-row Census-Income sample, one model per task; importance on the training rows."""
     from ctrlens.data import DailyDataset
 
@@ -138,6 +138,8 @@ def census(data: Path, tmp: Path, quick: bool) -> list[Case]:
     cases = []
     for task, label, drop in (("income", {"column": "income_50k", "positive": ["50000+."]}, ()),
                               ("never_married", {"column": "marital_stat", "positive": ["Never married"]}, ("marital_stat",))):
+        if task not in tasks:
+            continue
         fields = {c: ({"kind": "dense", "normalize": "log_standard" if c not in ("age", "weeks_worked") else "standard"}
                       if c in CENSUS_DENSE else {"kind": "sparse", "dtype": "string"}) for c in feats if c not in drop}
         root = _one_day_table(df, {"fields": fields, "labels": {"click": label}}, tmp / f"census-{task}")

@@ -14,7 +14,7 @@ from torch import nn
 from ctrlens.errors import InputError
 from ctrlens.models.interface import InterfaceError
 from ctrlens.results import COLUMNS, Result
-from ctrlens.saliency import Saliency, SaliencyReport, explain, mean_embeddings, report
+from ctrlens.saliency import InputXGradient, SaliencyReport, explain, mean_embeddings, report
 
 from saliency_fixtures import UserModel, attach_user_model, random_batch, train
 
@@ -34,13 +34,16 @@ def day():
 
 
 def test_aggregates_match_numpy(trained, day):
+    """The default report (input x gradient against the analysed rows' mean embedding) = the
+    per-row scores computed here with the method class and an explicit baseline."""
     _, view = trained
     rep = report(view, day, day="2026-01-05", batch_size=256)
     f = rep.to_frame()
     assert list(f.columns) == list(COLUMNS["saliency"])
     per = {k: [] for k in view.fields}
+    mean = mean_embeddings(view, day)
     for b in day:
-        for k, s in Saliency(view).attribute(b, "ctr").field_scores().items():
+        for k, s in InputXGradient(view).attribute(b, "ctr", baselines=mean).field_scores().items():
             per[k].append(s.numpy())
     total = sum(np.concatenate(v).mean() for v in per.values())
     for k, v in per.items():
@@ -181,7 +184,7 @@ def test_bad_input_messages(trained, day):
     with pytest.raises(InputError, match="unknown saliency method 'shap'; methods: \\['saliency', 'input_x_gradient', 'integrated_gradients'\\]"):
         report(view, day, method="shap")
     with pytest.raises(InputError, match="method 'saliency' takes no baseline"):
-        report(view, day, baseline="mean")
+        report(view, day, method="saliency", baseline="mean")
     with pytest.raises(InputError, match="unknown baseline 'median'"):
         report(view, day, method="integrated_gradients", baseline="median")
     with pytest.raises(InputError, match="target must be one of"):

@@ -48,7 +48,7 @@ def test_every_model_day_ran_and_stored_every_analysis(world) -> None:
             r = s.read_day(vid, day(STUCK_DAY))
             assert set(r) == ALL_KINDS, m
             sal = r["saliency"].frame
-            grad = sal[sal["method"] == "saliency"]
+            grad = sal[sal["method"] == "input_x_gradient"]  # the default method
             want = ID_FIELDS | ({"price"} if m != "dlrm" else set())  # DLRM's dense input is one arch input
             assert set(grad["field"]) == want, m
             assert grad["share"].sum() == pytest.approx(1.0) and (grad["mean"] > 0).all(), m

@@ -20,7 +20,7 @@ def test_minimal_config_defaults_and_relative_paths(tmp_path: Path) -> None:
     m = cfg.models[0]
     assert m.checkpoint == tmp_path / "runs/din.pt" and m.checkpoint_dir is None
     assert (m.rows.neurons, m.rows.probes, m.rows.saliency) == (20_000, 10_000, 4_000)
-    assert m.saliency_method == "saliency" and m.heads is None and m.permutation
+    assert m.saliency_method == "input_x_gradient" and m.heads is None and m.permutation
     assert (cfg.reference.kind, cfg.reference.days, cfg.reference.min_days) == ("trailing", 7, 5)
     assert (cfg.thresholds.k, cfg.thresholds.persistence, cfg.thresholds.rel_floor) == (4.0, 1, 0.5)
     assert cfg.exit_on_alert and cfg.reports and cfg.report_dir is None

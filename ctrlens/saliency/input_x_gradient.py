@@ -13,10 +13,12 @@ from ctrlens.saliency.base import FieldAttribution, _Substitute
 class InputXGradient(FieldAttribution):
     """``grad(x) * (x - baseline)`` for every field's embedding output.
 
-    With the default zero baseline this is captum's gradient x input. With ``baseline="mean"`` it
-    is the first-order Taylor term of the change from the day's mean embedding -- a one-step,
-    16x cheaper stand-in for Integrated Gradients from the same baseline, and a field stuck at one
-    value for all rows gets exactly zero. captum's ``InputXGradient`` has no baseline argument, so
+    With ``baseline="mean"`` -- the default of :func:`ctrlens.saliency.report`, which makes this
+    the default method -- it is the first-order Taylor term of the change from the analysed rows'
+    mean embedding: a one-step, 16x cheaper stand-in for Integrated Gradients from the same
+    baseline, it ranks fields like permutation importance (benchmarks/saliency_agreement.py), and a
+    field stuck at one value for all rows gets exactly zero. Without baselines (the class's own
+    default) it is captum's gradient x input. captum's ``InputXGradient`` has no baseline argument, so
     it runs on the shifted function ``g(d) = f(baseline + d)`` at ``d = x - baseline``: same
     gradient, multiplied by ``x - baseline``. One forward and one backward per batch.
     """

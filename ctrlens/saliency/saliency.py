@@ -15,8 +15,9 @@ class Saliency(FieldAttribution):
 
     The founding paper's "saliency scores from back-propagated gradients". One forward and one
     backward per batch for all fields. It measures *sensitivity* at the input: a field stuck at
-    one value keeps its gradient, so to watch broken fields use :class:`InputXGradient` or
-    :class:`IntegratedGradients` with ``baseline="mean"`` (see docs/saliency.md).
+    one value keeps its gradient, and a field the model reacts to strongly but that rarely varies
+    ranks high; to rank fields by use and watch broken ones use :class:`InputXGradient` with
+    ``baseline="mean"``, the default of :func:`ctrlens.saliency.report` (see docs/saliency.md).
     """
 
     name: ClassVar[str] = "saliency"

@@ -21,7 +21,8 @@ TITLE = "Features"
 NEEDS = Needs(field=True, head=True)
 P = "ft"
 PREFERRED_STATS = ("psi", "js", "wasserstein_norm", "coverage")
-GRADIENT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
+# preference order when a day has several: the default method (ctrlens.saliency.DEFAULT_METHOD) first
+GRADIENT_METHODS = ("input_x_gradient", "saliency", "integrated_gradients")
 
 
 def _default_method(methods: list[str], current: str | None) -> str | None:

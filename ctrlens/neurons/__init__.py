@@ -17,7 +17,8 @@ from ctrlens.neurons.embedding import (
     snapshot_tables,
 )
 from ctrlens.neurons.monitor import NeuronMonitor
-from ctrlens.neurons.sketch import CLASSES, LayerStats, NeuronStatsError, SketchConfig
+from ctrlens.neurons.sketch import SketchConfig
+from ctrlens.neurons.stats import CLASSES, LayerStats, NeuronStatsError
 from ctrlens.neurons.summary import NeuronSummary
 
 __all__ = [

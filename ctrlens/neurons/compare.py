@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ctrlens.distances import floor_std, psi, standardised_shift
-from ctrlens.neurons.sketch import LayerStats
+from ctrlens.neurons.stats import LayerStats
 from ctrlens.neurons.summary import NeuronSummary
 from ctrlens.results import COLUMNS, Result
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ctrlens.models.interface import ModelView, as_view
-from ctrlens.neurons.sketch import NeuronStatsError
+from ctrlens.neurons.stats import NeuronStatsError
 from ctrlens.results import Result
 
 

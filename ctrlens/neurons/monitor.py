@@ -31,7 +31,9 @@ from ctrlens.models.taps import TapEvent, TapSession
 from ctrlens.neurons.embedding import SeenRows
 from ctrlens.neurons import kernels
 from ctrlens.neurons.kernels import Engine
-from ctrlens.neurons.sketch import BottomK, LayerSketch, NeuronStatsError, RowBatch, SketchConfig, row_hash
+from ctrlens.neurons.sampling import BottomK, RowBatch, row_hash
+from ctrlens.neurons.sketch import LayerSketch, SketchConfig
+from ctrlens.neurons.stats import NeuronStatsError
 from ctrlens.neurons.summary import NeuronSummary
 
 

@@ -1,4 +1,4 @@
-"""A day's neuron statistics: per-layer :class:`~ctrlens.neurons.sketch.LayerStats`, frames and results."""
+"""A day's neuron statistics: per-layer :class:`~ctrlens.neurons.stats.LayerStats`, frames and results."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ctrlens.neurons.sketch import CLASSES, LayerStats, NeuronStatsError
+from ctrlens.neurons.stats import CLASSES, LayerStats, NeuronStatsError
 from ctrlens.results import COLUMNS, Result
 
 FORMAT_VERSION = 1

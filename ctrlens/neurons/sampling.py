@@ -1,0 +1,157 @@
+"""Which rows enter a layer's statistics: row priorities, the bottom-k sample, a batch's row set.
+
+Every row (every real position, for sequence layers) gets a pseudo-random priority
+``u = hash(seed, key) / 2**31`` in ``[0, 1)`` from its key (``row * L + position``; ``row`` is
+``Batch.row``). The 2-D sample is the ``sample_size`` rows of smallest ``(u, key)`` (bottom-k,
+:class:`BottomK`), and the optional histogram subsample keeps rows with ``u < hist_rate``. Both
+depend only on the rows' keys, so they are deterministic for a seed and identical however the day
+is split into batches, halves or DDP shards.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_P = 2_147_483_647  # 2**31 - 1: keeps every product of the hash below 2**63
+HASH_BITS = 31
+EMPTY_RANK = (1 << 63) - 1  # an empty sample slot: above every real rank
+
+
+def row_hash(key: Tensor, seed: int) -> Tensor:
+    """Pseudo-random int64 hashes in ``[0, 2**31)`` of int64 keys ``[n]`` (``>= 0``).
+
+    Three multiply-mod-prime rounds with xor-shifts between them: a pure function of
+    ``(seed, key)``, the same on every machine and device. ``hash / 2**31`` is the row's
+    priority ``u``.
+    """
+    h = torch.remainder(key, _P)
+    h = torch.remainder(h * 48271 + (seed % _P) * 69621 + 12345, _P)
+    h = h ^ (h >> 13)
+    h = torch.remainder(h * 2654435761, _P)
+    h = h ^ (h >> 16)
+    h = torch.remainder(h * 2246822519, _P)
+    return h ^ (h >> 11)
+
+
+def row_rank(h: Tensor, key: Tensor) -> Tensor:
+    """int64 sort key ``(hash, key mod 2**32)``: unique per row, so bottom-k selection has no ties."""
+    return (h << 32) | (key & 0xFFFFFFFF)
+
+
+class BottomK:
+    """The ``k`` rows of smallest rank seen so far, shared by the layers that see the same rows
+    (all layers without a mask, or all layers masked by one sequence field).
+
+    The sample lives in ``k`` fixed slots; each batch, :meth:`plan` says which batch rows replace
+    which slots, so every layer of the row set copies just those rows of its own output. Slots are
+    put in rank order only when the result is read.
+    """
+
+    def __init__(self, k: int, device: torch.device):
+        self.k = k
+        self.rank = torch.full((k,), EMPTY_RANK, device=device, dtype=torch.int64)
+        self.key = torch.zeros(k, device=device, dtype=torch.int64)
+        self.label = torch.full((k,), float("nan"), device=device, dtype=torch.float32)
+        self._tau = torch.full((), EMPTY_RANK, device=device, dtype=torch.int64)  # largest rank held
+
+    def plan(self, hash: Tensor, key: Tensor, label: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(src [c], dst [c])``: batch rows ``src`` go to slots ``dst``; ``None``: no change."""
+        # rank = (hash << 32) | key: only rows with hash <= the threshold's hash can enter
+        cand = torch.nonzero(hash <= (self._tau >> 32)).squeeze(1)
+        if cand.numel() == 0:
+            return None
+        rank = torch.full_like(hash, EMPTY_RANK)
+        rank[cand] = row_rank(hash[cand], key[cand])
+        cand = cand[rank[cand] < self._tau]
+        if cand.numel() == 0:
+            return None
+        k = self.k
+        if cand.numel() > k:  # only the batch's k smallest can enter
+            cand = cand[torch.topk(rank[cand], k, largest=False, sorted=False).indices]
+        allr = torch.cat([self.rank, rank[cand]])
+        keep = torch.zeros(allr.shape[0], dtype=torch.bool, device=allr.device)
+        keep[torch.topk(allr, k, largest=False, sorted=False).indices] = True
+        dst = torch.nonzero(~keep[:k]).squeeze(1)  # evicted slots (empty ones first: largest rank)
+        src = cand[torch.nonzero(keep[k:]).squeeze(1)]  # admitted batch rows
+        if src.numel() == 0:
+            return None
+        self.rank[dst] = rank[src]
+        self.key[dst] = key[src]
+        self.label[dst] = label[src]
+        self._tau = self.rank.max()
+        return src, dst
+
+    def order(self) -> Tensor:
+        """Filled slots in ascending rank."""
+        filled = torch.nonzero(self.rank != EMPTY_RANK).squeeze(1)
+        return filled[torch.argsort(self.rank[filled])]
+
+
+class RowBatch:
+    """The rows of one batch as a set of layers sees them (after padding removal).
+
+    Attributes:
+        n: real rows.
+        idx: int64 ``[n_pad]`` positions of the flattened ``[B * L]`` output to keep, or ``None``
+            (all ``B`` rows). Under the compiled engine the list is padded to a multiple of the
+            kernel's block by repeating its last position (``valid`` 0 there).
+        weights: ``[2, n_pad]`` class weights (row 0 clicks; row 1 non-clicks, or unlabelled rows
+            when ``labelled`` is False); 0 on padding.
+        valid: ``[n_pad]`` 1 real / 0 padding, or ``None`` when nothing is padded.
+        label: float32 ``[n]`` 1 / 0 / NaN; key: int64 ``[n]``; hash: int64 ``[n]`` (:func:`row_hash`).
+        hist_idx: int64 rows entering the histogram when ``hist_rate < 1`` (else ``None``).
+        sampler: the :class:`BottomK` of this row set.
+    """
+
+    def __init__(
+        self,
+        idx: Tensor | None,
+        weights: Tensor,
+        labelled: bool,
+        label: Tensor,
+        key: Tensor,
+        hash: Tensor,
+        hist_rate: float,
+        sampler: BottomK | None,
+        pad_to: int | None = None,
+    ):
+        n = int(key.shape[0])
+        self.n, self.valid = n, None
+        if pad_to is not None and pad_to > n and n > 0:
+            extra = pad_to - n
+            dev = weights.device
+            last = idx[-1:] if idx is not None else torch.full((1,), n - 1, device=dev, dtype=torch.int64)
+            base = idx if idx is not None else torch.arange(n, device=dev)
+            idx = torch.cat([base, last.expand(extra)])
+            weights = torch.cat([weights, weights.new_zeros(2, extra)], 1)
+            self.valid = torch.cat([weights.new_ones(n), weights.new_zeros(extra)])
+        self.idx, self.weights, self.labelled = idx, weights, labelled
+        self.label, self.key, self.hash = label, key, hash
+        cut = int(hist_rate * (1 << HASH_BITS))
+        self.hist_idx = None if hist_rate >= 1.0 else torch.nonzero(hash < cut).squeeze(1)
+        self.sampler = sampler
+        self._plan: tuple | None = None
+        self._planned = False
+        self._weights_as: dict[torch.dtype, Tensor] = {weights.dtype: weights}
+        self._valid_as: dict[torch.dtype, Tensor] = {}
+
+    def valid_as(self, dtype: torch.dtype) -> Tensor | None:
+        if self.valid is None:
+            return None
+        if dtype not in self._valid_as:
+            self._valid_as[dtype] = self.valid.to(dtype)
+        return self._valid_as[dtype]
+
+    def weights_as(self, dtype: torch.dtype) -> Tensor:
+        if dtype not in self._weights_as:
+            self._weights_as[dtype] = self.weights.to(dtype)
+        return self._weights_as[dtype]
+
+    def plan(self) -> tuple[Tensor, Tensor] | None:
+        """This batch's sample update (computed once, shared by the row set's layers)."""
+        if not self._planned:
+            self._planned = True
+            if self.sampler is not None:
+                self._plan = self.sampler.plan(self.hash, self.key, self.label)
+        return self._plan

@@ -7,10 +7,12 @@ the hook itself issues only a few torch calls.
 
 Two engines compute the same vector:
 
-* ``"eager"`` (default): plain torch ops -- the per-class sums are two ``[2, n] @ [n, N]``
-  matmuls, min/max reduce blocks of rows first on big batches, counts of non-zeros a matmul.
-* ``"compiled"``: the same reductions as one ``torch.compile`` (inductor) kernel that reads ``x``
-  once, in cache-sized blocks of rows -- 2-4x cheaper per batch on CPU, after a one-off
+* ``"eager"`` (default): plain torch ops on the real rows copied out of the layer output -- the
+  per-class sums one ``[2, n] @ [n, N]`` matmul, the other sums column sums (cheaper than matmuls),
+  min/max over blocks of rows on big batches.
+* ``"compiled"``: the same reductions as one ``torch.compile`` (inductor) kernel that gathers the
+  real rows of the layer output itself (no copy of a sequence layer's output) and reads them once,
+  in cache-sized blocks of rows -- several times cheaper per batch on CPU, after a one-off
   compilation (tens of seconds on a fresh machine, seconds with inductor's on-disk cache) that
   needs a C++ compiler. If compiling fails, a warning is issued and the eager engine is used.
   Small inputs run eager anyway: there a compiled call's fixed cost exceeds what it saves.
@@ -31,6 +33,7 @@ Engine = Literal["eager", "compiled"]
 _SHIFT_ROWS = 64
 _BLOCKED_MIN = 1 << 18  # elements from which blocked min/max beats amin/amax over dim 0
 _CHUNK = 128  # rows per first-level block of big reductions (fits L1/L2 for N up to ~2k)
+CHUNK = _CHUNK  # the compiled kernel's row block: callers pad row lists to a multiple of it
 # below these sizes a compiled call's fixed cost (guards, launch) exceeds what it saves
 _COMPILED_MIN = 1 << 16
 _COMPILED_MIN_BUCKET = 1 << 20
@@ -70,69 +73,83 @@ def column_min_max(x: Tensor) -> tuple[Tensor, Tensor]:
     return mn, mx
 
 
-def batch_vector_eager(x: Tensor, w: Tensor, sat: tuple[Tensor, Tensor] | None, padded: bool = False) -> Tensor:
-    """The flat vector (:func:`layout`) of ``x [n, N]`` with class weights ``w [2, n]``.
+def batch_vector_eager(x: Tensor, w: Tensor, sat: tuple[Tensor, Tensor] | None) -> Tensor:
+    """The flat vector (:func:`layout`) of the real rows ``x [n, N]`` with class weights ``w [2, n]``.
 
-    ``sat = (c, h)``: saturated rows are ``|x - c| >= h``; ``None``: no bounds (count 0).
-    ``padded``: some rows are padding (both weights 0, and a copy of a real row, so min / max
-    are unaffected); every count and sum then goes through the weights.
+    ``sat = (c, h)``: saturated rows are ``|x - c| >= h``; ``None``: no bounds (count 0). Seven
+    passes over ``x``; column sums (``.sum(0)``) where no class split is needed, as they are about
+    twice as fast as a 2-row matmul.
     """
     shift = x[:_SHIFT_ROWS].mean(0)
     d = x - shift
     s1 = w @ d
-    d.square_()
-    s2 = (w @ d).sum(0)  # a 2-row matmul reads d once, faster than a reduction over dim 0
+    s2 = d.square_().sum(0)
     del d
     mn, mx = column_min_max(x)
     a = x.abs()
-    abs_sum = (w @ a).sum() if padded else a.sum()
-    a.sign_()
-    # counts of ones through a matmul: exact in float32 while n < 2**24 rows per batch
-    nonzero = (w @ a).sum(0)
+    abs_sum = a.sum()
+    # counts of non-zeros as float sums of signs: exact while n < 2**24 rows per batch
+    nonzero = a.sign_().sum(0)
     del a
     if sat is None:
         ns = torch.zeros_like(mn)
     else:
-        ns = (w @ ((x - sat[0]).abs_() >= sat[1]).to(x.dtype)).sum(0)
-    return torch.cat([w.sum(1), shift, s1.reshape(-1), s2.reshape(-1), mn, mx, nonzero, ns, abs_sum.reshape(1)])
+        ns = ((x - sat[0]).abs_() >= sat[1]).sum(0).to(x.dtype)
+    return torch.cat([w.sum(1), shift, s1.reshape(-1), s2, mn, mx, nonzero, ns, abs_sum.reshape(1)])
 
 
-def _fused(x: Tensor, wc: Tensor, v: Tensor, c: Tensor, h: Tensor, bounded: bool) -> Tensor:
-    """Compiled reductions of ``x [n, N]`` with ``n`` a positive multiple of ``_CHUNK``.
+def _gathered(xf: Tensor, click: Tensor, gidx: Tensor, nreal: Tensor, c: Tensor, h: Tensor, bounded: bool) -> Tensor:
+    """Compiled reductions of the rows ``xf[gidx]`` (``xf [M, N]``, ``click [M]`` click weights).
 
-    ``wc``: 1 for click rows; ``v``: 1 for real rows, 0 for padding (a copy of a real row).
-    Two-level reductions over blocks of ``_CHUNK`` rows: each block is read from memory once and
-    reduced from cache -- 2-3x faster than one pass over a matrix that does not fit in cache.
+    ``gidx [n_pad]``: the real positions, padded to a positive multiple of ``_CHUNK`` by repeating
+    the last one; ``nreal``: their number (0-d). The kernel gathers rows itself (no copy of ``xf``),
+    sums every row, and takes the ``n_pad - nreal`` copies of the last row back out at the end
+    (min / max are unaffected by copies), so no per-row validity weight is multiplied in. Two-level
+    reductions over blocks of ``_CHUNK`` rows: each block is read from memory once and reduced from
+    cache -- 2-3x faster than one pass over a matrix that does not fit in cache.
     """
-    n, N = x.shape
-    shift = x[:_SHIFT_ROWS].mean(0)
-    xb = x.view(-1, _CHUNK, N)
-    wb = wc.view(-1, _CHUNK, 1)
-    vb = v.view(-1, _CHUNK, 1)
+    N = xf.shape[1]
+    # gidx is a column of an [n_pad, 2] buffer (stride 2): inductor's CPU codegen vectorises the
+    # loop whose variable has unit stride in every load, and a unit-stride index list would make
+    # it pick the row loop (a per-lane gather) instead of the neurons (contiguous in each row)
+    xb = xf[gidx].view(-1, _CHUNK, N)
+    wb = click[gidx].view(-1, _CHUNK, 1)
+    shift = xf[gidx[:_SHIFT_ROWS]].mean(0)
     d = xb - shift
-    dv = d * vb
-    sat = (((xb - c).abs() >= h).to(x.dtype) * vb).sum(1).sum(0) if bounded else torch.zeros_like(shift)
     s1c = (d * wb).sum(1).sum(0)
-    nc = wc.sum()
-    nr = v.sum()
+    s1 = d.sum(1).sum(0)
+    s2 = (d * d).sum(1).sum(0)
+    nz = (xb != 0).to(xf.dtype).sum(1).sum(0)
+    ab = xb.abs().sum(1).sum(0)
+    mn = xb.amin(1).amin(0)
+    mx = xb.amax(1).amax(0)
+    k = gidx.shape[0] - nreal.to(xf.dtype)  # padding rows: copies of the last real row
+    last = xf[gidx[-1:]][0]  # (a 1-element index: a 0-d one would read it back to Python)
+    wl = click[gidx[-1:]][0]
+    dl = last - shift
+    nc = wb.sum() - k * wl
+    if bounded:
+        sat = ((xb - c).abs() >= h).to(xf.dtype).sum(1).sum(0) - k * ((last - c).abs() >= h).to(xf.dtype)
+    else:
+        sat = torch.zeros_like(shift)
     return torch.cat(
         [
-            torch.stack([nc, nr - nc]),
+            torch.stack([nc, nreal.to(xf.dtype) - nc]),
             shift,
-            s1c,
-            dv.sum(1).sum(0) - s1c,  # every real row is a click or not: the rest is the total minus clicks
-            (dv * d).sum(1).sum(0),
-            xb.amin(1).amin(0),
-            xb.amax(1).amax(0),
-            ((xb != 0).to(x.dtype) * vb).sum(1).sum(0),
+            s1c - k * wl * dl,
+            s1 - s1c - k * (1 - wl) * dl,
+            s2 - k * dl * dl,
+            mn,
+            mx,
+            nz - k * (last != 0).to(xf.dtype),
             sat,
-            (xb.abs() * vb).sum(1).sum().reshape(1),
+            (ab - k * last.abs()).sum().reshape(1),
         ]
     )
 
 
-def _bucket(x: Tensor, lo: Tensor, scale: Tensor, offsets: Tensor, bins: int) -> Tensor:
-    return (((x - lo) * scale).floor().clamp(-1, bins) + offsets).to(torch.int32)
+def _bucket(xf: Tensor, pos: Tensor, lo: Tensor, scale: Tensor, offsets: Tensor, bins: int) -> Tensor:
+    return (((xf[pos] - lo) * scale).floor().clamp(-1, bins) + offsets).to(torch.int32)
 
 
 _compiled: dict[str, object] = {}
@@ -140,26 +157,22 @@ _failed: list[str] = []
 
 
 _RECOMPILE_LIMIT = 64
+#: ``torch.compile(dynamic=...)`` of the kernels: symbolic sizes, so one compilation serves every
+#: layer width and row count (a few more for specialised sizes such as width 1).
+DYNAMIC = True
 
 
 def _get(name: str):
     if name not in _compiled:
         import torch._dynamo.config as dynamo_config
 
-        compiled = torch.compile({"sums": _fused, "bucket": _bucket}[name], dynamic=True)
-
-        def call(*args):
-            # Inductor specialises on a few size ranges (and 0/1 sizes); over a day of varying
-            # masked row counts and layer widths that can pass dynamo's default of 8 graphs per
-            # function, after which it would silently run these kernels uncompiled.
-            old = dynamo_config.recompile_limit
-            dynamo_config.recompile_limit = max(old, _RECOMPILE_LIMIT)
-            try:
-                return compiled(*args)
-            finally:
-                dynamo_config.recompile_limit = old
-
-        _compiled[name] = call
+        # Inductor specialises on a few sizes (0/1, ...); over a day of varying masked row counts
+        # and layer widths that can pass dynamo's default of 8 graphs per function, after which it
+        # would silently run these kernels uncompiled. Raised once (never lowered) instead of
+        # around every call: setting dynamo's config costs more than a small layer's kernel.
+        if dynamo_config.recompile_limit < _RECOMPILE_LIMIT:
+            dynamo_config.recompile_limit = _RECOMPILE_LIMIT
+        _compiled[name] = torch.compile({"sums": _gathered, "bucket": _bucket}[name], dynamic=DYNAMIC)
     return _compiled[name]
 
 
@@ -184,45 +197,40 @@ def _scalar0(x: Tensor) -> Tensor:
     return _zero[k]
 
 
-def pad_rows(n: int) -> int:
-    """Rows after padding ``n`` rows for the compiled kernel: a positive multiple of ``_CHUNK``."""
-    return max(_CHUNK, -(-n // _CHUNK) * _CHUNK)
+def compiled_ok(engine: Engine, numel: int, minimum: int | None = None) -> bool:
+    """Whether ``numel`` values go through the compiled kernels (engine, no earlier failure, size)."""
+    return engine == "compiled" and not _failed and numel >= (_COMPILED_MIN if minimum is None else minimum)
 
 
-def batch_vector(x: Tensor, w: Tensor, v: Tensor | None, sat: tuple[Tensor, Tensor] | None, engine: Engine) -> Tensor:
-    """The flat per-batch vector with the chosen engine (see the module docstring).
-
-    ``v``: float ``[n]`` 1 for real rows, 0 for padding rows (``None``: no padding). The compiled
-    kernel needs ``n`` to be a multiple of ``_CHUNK`` (:func:`pad_rows`); the monitor pads when it
-    removes sequence padding anyway, other inputs are padded here (a copy).
-    """
-    if engine == "compiled" and not _failed and x.numel() >= _COMPILED_MIN:
-        try:
-            n = x.shape[0]
-            if v is None:
-                v = torch.ones(n, dtype=x.dtype, device=x.device)
-            if n % _CHUNK or n == 0:
-                extra = pad_rows(n) - n
-                x = torch.cat([x, x[-1:].expand(extra, x.shape[1])])
-                w = torch.cat([w, w.new_zeros(2, extra)], 1)
-                v = torch.cat([v, v.new_zeros(extra)])
-            c, h = sat if sat is not None else (_scalar0(x), _scalar0(x))  # unused when not bounded
-            return _get("sums")(x, w[0], v, c, h, sat is not None)  # type: ignore[operator]
-        except Exception as e:  # no C++ compiler, unsupported backend, ...
-            _fallback(e)
-    return batch_vector_eager(x, w, sat, padded=v is not None)
+def batch_vector_gathered(
+    xf: Tensor, click: Tensor, gidx: Tensor, nreal: Tensor, sat: tuple[Tensor, Tensor] | None
+) -> Tensor | None:
+    """The flat vector of the rows ``xf[gidx]`` through the compiled kernel (see :func:`_gathered`);
+    ``None`` when compiling failed (a warning is issued once; the caller uses the eager engine)."""
+    try:
+        c, h = sat if sat is not None else (_scalar0(xf), _scalar0(xf))  # unused when not bounded
+        return _get("sums")(xf, click, gidx, nreal, c, h, sat is not None)  # type: ignore[operator]
+    except Exception as e:  # no C++ compiler, unsupported backend, ...
+        _fallback(e)
+        return None
 
 
-def bucket_index(x: Tensor, lo: Tensor, scale: Tensor, offsets: Tensor, bins: int, engine: Engine) -> Tensor:
-    """int32 ``[n * N]`` flat histogram index ``neuron * (bins + 2) + bucket`` of ``x [n, N]``.
+def bucket_index(
+    xf: Tensor, pos: Tensor | None, lo: Tensor, scale: Tensor, offsets: Tensor, bins: int, engine: Engine
+) -> Tensor:
+    """int32 ``[n * N]`` flat histogram index ``neuron * (bins + 2) + bucket`` of the rows ``xf[pos]``
+    (``pos`` ``None``: every row of ``xf [M, N]``).
 
     ``bucket = clamp(floor((x - lo) * scale), -1, bins) + 1``: 0 underflow, ``bins + 1`` overflow.
     """
-    if engine == "compiled" and not _failed and x.numel() >= _COMPILED_MIN_BUCKET:
+    n = xf.shape[0] if pos is None else pos.shape[0]
+    if compiled_ok(engine, n * xf.shape[1], _COMPILED_MIN_BUCKET):
         try:
-            return _get("bucket")(x, lo, scale, offsets, bins).reshape(-1)  # type: ignore[operator]
+            p = pos if pos is not None else torch.arange(n, device=xf.device)
+            return _get("bucket")(xf, p, lo, scale, offsets, bins).reshape(-1)  # type: ignore[operator]
         except Exception as e:
             _fallback(e)
+    x = xf if pos is None else xf.index_select(0, pos)
     t = x - lo
     t.mul_(scale).floor_().clamp_(-1, bins).add_(offsets)
     return t.to(torch.int32).reshape(-1)

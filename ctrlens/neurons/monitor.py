@@ -29,7 +29,6 @@ from ctrlens.data.batch import Batch
 from ctrlens.models.interface import LayerSpec, ModelView, Tap, as_view, infer_activation
 from ctrlens.models.taps import TapEvent, TapSession
 from ctrlens.neurons.embedding import SeenRows
-from ctrlens.neurons import kernels
 from ctrlens.neurons.kernels import Engine
 from ctrlens.neurons.sampling import BottomK, RowBatch, row_hash
 from ctrlens.neurons.sketch import LayerSketch, SketchConfig
@@ -199,9 +198,7 @@ class NeuronMonitor:
                     f"{tuple(mask.shape)}; a masked layer's output must be [B, L, N]"
                 )
         rows = self._rows_for(ev.batch, ev.tap.mask if mask is not None else None, mask, L, x.device)
-        if rows.idx is not None:
-            x = x.index_select(0, rows.idx)
-        self.sketches[ev.name].update(x, rows)
+        self.sketches[ev.name].update(x, rows)  # reads the real rows of x through rows' indices
         return None
 
     def _rows_for(self, batch: Batch, mask_name: str | None, mask: Tensor | None, L: int, device) -> RowBatch:
@@ -224,6 +221,9 @@ class NeuronMonitor:
             torch.arange(self._next_row, self._next_row + B, device=device)
         )
         idx = None
+        # click weight per position of the flattened output (its own tensor, not a view of
+        # weights: compiled kernels guard on whether an input is a view)
+        click_pos = weights[0].clone() if L == 1 else weights[0].unsqueeze(1).expand(B, L).reshape(-1)
         if L > 1:
             # rows of the flattened [B * L] output: all positions, or the real ones under a mask
             if mask is not None:
@@ -241,9 +241,9 @@ class NeuronMonitor:
         if sampler is None and self.config.sample_size > 0:
             sampler = self._samplers[ck] = BottomK(self.config.sample_size, device)
         h = row_hash(key, self.config.seed)
-        n = int(key.shape[0])
-        pad = kernels.pad_rows(n) if self.engine == "compiled" and (idx is not None or n % kernels.pad_rows(1)) else None
-        r = RowBatch(idx, weights.contiguous(), click is not None, label.contiguous(), key, h, self.config.hist_rate, sampler, pad)
+        r = RowBatch(
+            idx, weights.contiguous(), click is not None, label.contiguous(), key, h, self.config.hist_rate, sampler, click_pos
+        )
         self._rows[ck] = r
         return r
 

@@ -89,18 +89,24 @@ class BottomK:
 
 
 class RowBatch:
-    """The rows of one batch as a set of layers sees them (after padding removal).
+    """The rows of one batch as a set of layers sees them (sequence padding removed).
+
+    The layers of a row set hand their raw output ``xf [M, N]`` (``M = B * L`` flattened
+    positions, or ``B`` rows) to :class:`~ctrlens.neurons.sketch.LayerSketch`, which reads the
+    real rows through these indices: the eager engine copies them out once (:meth:`compact`), the
+    compiled engine gathers them inside its kernel (:meth:`gather`), so a sequence layer's output
+    is never copied there.
 
     Attributes:
         n: real rows.
-        idx: int64 ``[n_pad]`` positions of the flattened ``[B * L]`` output to keep, or ``None``
-            (all ``B`` rows). Under the compiled engine the list is padded to a multiple of the
-            kernel's block by repeating its last position (``valid`` 0 there).
-        weights: ``[2, n_pad]`` class weights (row 0 clicks; row 1 non-clicks, or unlabelled rows
-            when ``labelled`` is False); 0 on padding.
-        valid: ``[n_pad]`` 1 real / 0 padding, or ``None`` when nothing is padded.
+        idx: int64 ``[n]`` positions of the flattened ``[B * L]`` output that are real, or ``None``
+            (all ``B`` rows).
+        weights: float32 ``[2, n]`` class weights (row 0 clicks; row 1 non-clicks, or unlabelled
+            rows when ``labelled`` is False).
+        click: float32 ``[M]`` click weight of every flattened position (for the gathered kernel).
         label: float32 ``[n]`` 1 / 0 / NaN; key: int64 ``[n]``; hash: int64 ``[n]`` (:func:`row_hash`).
-        hist_idx: int64 rows entering the histogram when ``hist_rate < 1`` (else ``None``).
+        hist_pos: int64 positions of ``xf`` entering the histogram when ``hist_rate < 1`` (the
+            real rows with priority ``u < hist_rate``), else ``None`` (every real row).
         sampler: the :class:`BottomK` of this row set.
     """
 
@@ -114,39 +120,49 @@ class RowBatch:
         hash: Tensor,
         hist_rate: float,
         sampler: BottomK | None,
-        pad_to: int | None = None,
+        click: Tensor | None = None,
     ):
-        n = int(key.shape[0])
-        self.n, self.valid = n, None
-        if pad_to is not None and pad_to > n and n > 0:
-            extra = pad_to - n
-            dev = weights.device
-            last = idx[-1:] if idx is not None else torch.full((1,), n - 1, device=dev, dtype=torch.int64)
-            base = idx if idx is not None else torch.arange(n, device=dev)
-            idx = torch.cat([base, last.expand(extra)])
-            weights = torch.cat([weights, weights.new_zeros(2, extra)], 1)
-            self.valid = torch.cat([weights.new_ones(n), weights.new_zeros(extra)])
+        self.n = int(key.shape[0])
         self.idx, self.weights, self.labelled = idx, weights, labelled
+        self.click = click if click is not None else weights[0]
         self.label, self.key, self.hash = label, key, hash
         cut = int(hist_rate * (1 << HASH_BITS))
-        self.hist_idx = None if hist_rate >= 1.0 else torch.nonzero(hash < cut).squeeze(1)
+        self.hist_pos = None if hist_rate >= 1.0 else self.positions(torch.nonzero(hash < cut).squeeze(1))
         self.sampler = sampler
         self._plan: tuple | None = None
         self._planned = False
-        self._weights_as: dict[torch.dtype, Tensor] = {weights.dtype: weights}
-        self._valid_as: dict[torch.dtype, Tensor] = {}
+        self._cast: dict[tuple, Tensor] = {}
+        self._gather: tuple[Tensor, Tensor] | None = None
 
-    def valid_as(self, dtype: torch.dtype) -> Tensor | None:
-        if self.valid is None:
-            return None
-        if dtype not in self._valid_as:
-            self._valid_as[dtype] = self.valid.to(dtype)
-        return self._valid_as[dtype]
+    def positions(self, rows: Tensor) -> Tensor:
+        """Positions in the flattened output of real rows ``rows`` (indices into ``0..n-1``)."""
+        return rows if self.idx is None else self.idx.index_select(0, rows)
 
-    def weights_as(self, dtype: torch.dtype) -> Tensor:
-        if dtype not in self._weights_as:
-            self._weights_as[dtype] = self.weights.to(dtype)
-        return self._weights_as[dtype]
+    def compact(self, xf: Tensor) -> Tensor:
+        """``[n, N]``: the real rows of ``xf [M, N]`` (``xf`` itself when nothing is masked)."""
+        return xf if self.idx is None else xf.index_select(0, self.idx)
+
+    def cast(self, name: str, dtype: torch.dtype) -> Tensor:
+        """``weights`` or ``click`` in ``dtype`` (converted once per row set)."""
+        k = (name, dtype)
+        if k not in self._cast:
+            self._cast[k] = getattr(self, name).to(dtype)
+        return self._cast[k]
+
+    def gather(self, block: int) -> tuple[Tensor, Tensor]:
+        """``(gidx [n_pad], nreal)`` for the compiled kernel: the real positions padded to a positive
+        multiple of ``block`` by repeating the last one, and ``n`` as a 0-d float tensor (the kernel
+        takes the padding's contribution back out, so no per-row validity weights are needed)."""
+        if self._gather is None:
+            dev = self.key.device
+            base = self.idx if self.idx is not None else torch.arange(self.n, device=dev)
+            extra = max(block, -(-self.n // block) * block) - self.n
+            # stored as column 0 of an [n_pad, 2] buffer: a stride-2 index list (see kernels._gathered)
+            buf = torch.empty(self.n + extra, 2, dtype=torch.int64, device=dev)
+            buf[: self.n, 0] = base
+            buf[self.n :, 0] = base[-1]
+            self._gather = (buf[:, 0], torch.tensor(float(self.n), device=dev))
+        return self._gather
 
     def plan(self) -> tuple[Tensor, Tensor] | None:
         """This batch's sample update (computed once, shared by the row set's layers)."""

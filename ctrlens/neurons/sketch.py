@@ -187,32 +187,42 @@ class LayerSketch:
 
     # -- the per-batch work --------------------------------------------------------------------
     @torch.no_grad()
-    def update(self, x: Tensor, rows: RowBatch) -> None:
-        """Add the rows ``x [n_pad, N]`` described by ``rows`` (sequence padding already removed;
-        rows past ``rows.n`` pad the input of the compiled kernel)."""
+    def update(self, xf: Tensor, rows: RowBatch) -> None:
+        """Add the real rows of the layer output ``xf [M, N]`` (``M = B * L`` flattened positions,
+        or ``B`` rows) that ``rows`` describes; sequence padding is skipped through ``rows``' indices."""
         if rows.n == 0:
             return
+        if xf.shape[1] != (self.n_neurons if self._started else xf.shape[1]):
+            raise NeuronStatsError(f"layer {self.name!r}: output has {xf.shape[1]} neurons, earlier batches {self.n_neurons}")
+        x = None  # the compacted real rows, made only where needed
         if not self._started:
-            self._start(x[: rows.n])
+            x = rows.compact(xf)
+            self._start(x)
             self.sampler = rows.sampler
-        if x.shape[1] != self.n_neurons:
-            raise NeuronStatsError(f"layer {self.name!r}: output has {x.shape[1]} neurons, earlier batches {self.n_neurons}")
-        self._pending.append(kernels.batch_vector(x, rows.weights_as(x.dtype), rows.valid_as(x.dtype), self._sat_t, self.engine))
-        if x.shape[0] > rows.n:
-            x = x[: rows.n]  # padding rows (compiled engine) end here
+        vec = None
+        if kernels.compiled_ok(self.engine, rows.n * xf.shape[1]):
+            gidx, nreal = rows.gather(kernels.CHUNK)
+            vec = kernels.batch_vector_gathered(xf, rows.cast("click", xf.dtype), gidx, nreal, self._sat_t)
+        if vec is None:
+            x = rows.compact(xf) if x is None else x
+            vec = kernels.batch_vector_eager(x, rows.cast("weights", xf.dtype), self._sat_t)
+        self._pending.append(vec)
         self._pending_labelled.append(rows.labelled)
         if len(self._pending) >= self.BLOCK:
             self._flush()
-        # Histogram: one bincount over flat (neuron, bucket) indices.
-        xs = x if rows.hist_idx is None else x.index_select(0, rows.hist_idx)
-        if xs.shape[0]:
-            idx = kernels.bucket_index(xs, self._lo_t, self._scale_t, self._offsets, self.cfg.bins, self.engine)
+        # Histogram: one bincount over flat (neuron, bucket) indices of the histogram's rows.
+        if rows.hist_pos is None:
+            src, pos, hn = (x, None, x.shape[0]) if x is not None else (xf, rows.idx, rows.n)
+        else:
+            src, pos, hn = xf, rows.hist_pos, int(rows.hist_pos.shape[0])
+        if hn:
+            idx = kernels.bucket_index(src, pos, self._lo_t, self._scale_t, self._offsets, self.cfg.bins, self.engine)
             self._hist += torch.bincount(idx, minlength=self._hist.numel())
-            self._hist_rows += int(xs.shape[0])
+            self._hist_rows += hn
         # Bottom-k sample: the row set's selection applied to this layer's rows.
         p = rows.plan()
         if p is not None:
-            self._s_x.index_copy_(0, p[1], x.index_select(0, p[0]))
+            self._s_x.index_copy_(0, p[1], xf.index_select(0, rows.positions(p[0])))
 
     def _flush(self) -> None:
         """Combine the pending per-batch vectors in float64 into the accumulators."""

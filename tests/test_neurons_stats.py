@@ -188,6 +188,52 @@ def test_sample_is_deterministic_and_independent_of_batching():
         np.testing.assert_allclose(h1[name].mean, a[name].mean, rtol=1e-5, atol=1e-6)
 
 
+def test_sequence_position_subsample_is_exact_on_its_positions_and_split_invariant():
+    """seq_rate < 1 summarises the sequence positions of priority u < seq_rate: the statistics are
+    exactly those of that subsample (brute force over the same keys), independent of batching
+    (halves merge into the whole), histogram rows and sample nest inside it, other layers untouched."""
+    from ctrlens.neurons.sampling import HASH_BITS, row_hash
+
+    model = TinyCTR(seed=0).eval()
+    view = model.lens()
+    batches = make_batches(600, 64, seed=9)
+    raw = capture(view, batches)
+    rate, seed = 0.3, 5
+    s = NeuronMonitor(view, sample_size=32, seed=seed, seq_rate=rate, hist_rate=0.2).run(batches)
+    full = NeuronMonitor(view, sample_size=32, seed=seed, hist_rate=0.2, edges={k: (s[k].lo, s[k].hi) for k in s}).run(batches)
+    keys = torch.cat([(b.row.unsqueeze(1) * L + torch.arange(L))[b.masks["hist_item_id"]] for b in batches])
+    kept = (row_hash(keys, seed) < int(rate * (1 << HASH_BITS))).numpy()
+    x, lab = raw["att.0"]
+    xs, ls = x[kept], lab[kept]
+    st = s["att.0"]
+    assert 0.2 < kept.mean() < 0.4 and st.count == int(kept.sum()) and st.meta["seq_rate"] == rate
+    assert st.counts.tolist() == [int((ls == 1).sum()), int((ls == 0).sum()), 0]
+    np.testing.assert_allclose(st.mean, xs.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(st.std, xs.std(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(st.minimum, xs.min(0))
+    np.testing.assert_array_equal(st.maximum, xs.max(0))
+    np.testing.assert_array_equal(st.zeros, (xs == 0).sum(0))
+    # histogram rows (u < 0.2) and the bottom-k sample lie inside the position subsample: unchanged
+    np.testing.assert_array_equal(st.hist, full["att.0"].hist)
+    np.testing.assert_array_equal(st.sample_key, full["att.0"].sample_key)
+    for name in ("mlp.0", "gate", "logit.ctr"):  # no sequence axis: every row
+        assert s[name].count == full[name].count and s[name].meta["seq_rate"] == 1.0
+        np.testing.assert_array_equal(s[name].maximum, full[name].maximum)
+    halves = [
+        NeuronMonitor(view, sample_size=32, seed=seed, seq_rate=rate, hist_rate=0.2, edges={k: (s[k].lo, s[k].hi) for k in s}).run(p)
+        for p in (batches[:4], batches[4:])
+    ]
+    m = halves[0].merge(halves[1])["att.0"]
+    assert m.counts.tolist() == st.counts.tolist()
+    np.testing.assert_allclose(m.mean, st.mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(m.m2, st.m2, rtol=1e-6)
+    np.testing.assert_array_equal(m.hist, st.hist)
+    with pytest.raises(NeuronStatsError, match="seq_rate"):
+        st.merge(full["att.0"])
+    with pytest.raises(NeuronStatsError, match="seq_rate"):
+        NeuronMonitor(view, seq_rate=0.0)
+
+
 def test_reference_freezes_edges_and_projection():
     model = TinyCTR(seed=0).eval()
     ref = NeuronMonitor(model, sample_size=40).run(make_batches(300, 64, seed=7))

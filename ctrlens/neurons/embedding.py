@@ -74,7 +74,8 @@ class SeenRows:
                 return None
             idx = args[0] if args else kwargs.get("input")
             if isinstance(idx, Tensor) and not idx.is_floating_point():
-                self.seen[name][idx.reshape(-1).to(self.seen[name].device)] = True
+                # index_fill_: a plain scatter, cheaper than advanced-index assignment per lookup
+                self.seen[name].index_fill_(0, idx.reshape(-1).to(self.seen[name].device, torch.int64), True)
             return None
 
         return hook

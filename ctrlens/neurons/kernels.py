@@ -10,9 +10,8 @@ Two engines compute the same vector:
 * ``"eager"`` (default): plain torch ops on the real rows copied out of the layer output -- the
   per-class sums one ``[2, n] @ [n, N]`` matmul, the other sums column sums (cheaper than matmuls),
   min/max over blocks of rows on big batches.
-* ``"compiled"``: the same reductions as one ``torch.compile`` (inductor) kernel that gathers the
-  real rows of the layer output itself (no copy of a sequence layer's output) and reads them once,
-  in cache-sized blocks of rows -- several times cheaper per batch on CPU, after a one-off
+* ``"compiled"``: the same reductions as one ``torch.compile`` (inductor) kernel that reads the
+  real rows once, in cache-sized blocks of rows -- several times cheaper per batch on CPU, after a one-off
   compilation (tens of seconds on a fresh machine, seconds with inductor's on-disk cache) that
   needs a C++ compiler. If compiling fails, a warning is issued and the eager engine is used.
   Small inputs run eager anyway: there a compiled call's fixed cost exceeds what it saves.
@@ -101,9 +100,11 @@ def batch_vector_eager(x: Tensor, w: Tensor, sat: tuple[Tensor, Tensor] | None) 
 def _gathered(xf: Tensor, click: Tensor, gidx: Tensor, nreal: Tensor, c: Tensor, h: Tensor, bounded: bool) -> Tensor:
     """Compiled reductions of the rows ``xf[gidx]`` (``xf [M, N]``, ``click [M]`` click weights).
 
-    ``gidx [n_pad]``: the real positions, padded to a positive multiple of ``_CHUNK`` by repeating
-    the last one; ``nreal``: their number (0-d). The kernel gathers rows itself (no copy of ``xf``),
-    sums every row, and takes the ``n_pad - nreal`` copies of the last row back out at the end
+    ``gidx [n_pad]``: the rows, padded to a positive multiple of ``_CHUNK`` by repeating the last
+    one; ``nreal``: their number (0-d). The kernel reads rows by index (so padding to the block
+    costs no copy of ``xf``; a sequence layer's real rows are compacted before, which measured
+    faster than gathering them here), sums every row, and takes the ``n_pad - nreal`` copies of the
+    last row back out at the end
     (min / max are unaffected by copies), so no per-row validity weight is multiplied in. Two-level
     reductions over blocks of ``_CHUNK`` rows: each block is read from memory once and reduced from
     cache -- 2-3x faster than one pass over a matrix that does not fit in cache.

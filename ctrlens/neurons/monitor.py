@@ -30,7 +30,7 @@ from ctrlens.models.interface import LayerSpec, ModelView, Tap, as_view, infer_a
 from ctrlens.models.taps import TapEvent, TapSession
 from ctrlens.neurons.embedding import SeenRows
 from ctrlens.neurons.kernels import Engine
-from ctrlens.neurons.sampling import BottomK, RowBatch, row_hash
+from ctrlens.neurons.sampling import HASH_BITS, BottomK, RowBatch, row_hash
 from ctrlens.neurons.sketch import LayerSketch, SketchConfig
 from ctrlens.neurons.stats import NeuronStatsError
 from ctrlens.neurons.summary import NeuronSummary
@@ -45,7 +45,9 @@ class NeuronMonitor:
             name -> :class:`LayerSpec` / :class:`Tap` / module / ``(module, call[, mask])``.
         reference: a :class:`NeuronSummary` (or its ``to_dict()``) of the reference day: its
             histogram edges and PCA bases are reused so days compare.
-        bins, sample_size, seed, hist_rate, eps: see :class:`SketchConfig`.
+        bins, sample_size, seed, hist_rate, seq_rate, eps: see :class:`SketchConfig`
+            (``seq_rate < 1`` summarises a deterministic subsample of sequence positions).
+            The CLI and nightly job use every position.
         edges: layer -> fixed ``(lo, hi)`` histogram range (overrides reference and defaults).
         tables: also record which embedding rows are looked up (``view.tables``), for
             :func:`~ctrlens.neurons.embedding_health`.
@@ -66,6 +68,7 @@ class NeuronMonitor:
         sample_size: int = 2000,
         seed: int = 0,
         hist_rate: float = 1.0,
+        seq_rate: float = 1.0,
         eps: float = 0.01,
         edges: Mapping[str, tuple[float, float]] | None = None,
         tables: bool = True,
@@ -79,7 +82,9 @@ class NeuronMonitor:
         if reference is not None and not isinstance(reference, NeuronSummary):
             reference = NeuronSummary.from_dict(reference)
         self.reference: NeuronSummary | None = reference  # type: ignore[assignment]
-        self.config = SketchConfig(bins=bins, sample_size=sample_size, seed=seed, hist_rate=hist_rate, eps=eps)
+        self.config = SketchConfig(
+            bins=bins, sample_size=sample_size, seed=seed, hist_rate=hist_rate, seq_rate=seq_rate, eps=eps
+        )
         if engine not in ("eager", "compiled"):
             raise NeuronStatsError(f"engine must be 'eager' or 'compiled', got {engine!r}")
         self.engine = engine
@@ -220,10 +225,8 @@ class NeuronMonitor:
         row = batch.row.to(device=device, dtype=torch.int64) if batch.row is not None else (
             torch.arange(self._next_row, self._next_row + B, device=device)
         )
-        idx = None
-        # click weight per position of the flattened output (its own tensor, not a view of
-        # weights: compiled kernels guard on whether an input is a view)
-        click_pos = weights[0].clone() if L == 1 else weights[0].unsqueeze(1).expand(B, L).reshape(-1)
+        idx, h = None, None
+        seq_rate = self.config.seq_rate if L > 1 else 1.0
         if L > 1:
             # rows of the flattened [B * L] output: all positions, or the real ones under a mask
             if mask is not None:
@@ -233,6 +236,13 @@ class NeuronMonitor:
                 pos = torch.arange(B * L, device=device)
             r_of = torch.div(pos, L, rounding_mode="floor")
             key = row.index_select(0, r_of) * L + (pos - r_of * L)
+            if seq_rate < 1.0:
+                # keep positions of priority u < seq_rate: the histogram's and the sample's hash,
+                # so those subsamples nest inside this one
+                h = row_hash(key, self.config.seed)
+                keep = torch.nonzero(h < int(seq_rate * (1 << HASH_BITS))).squeeze(1)
+                pos, r_of, key, h = (t.index_select(0, keep) for t in (pos, r_of, key, h))
+                idx = pos
             weights = weights.index_select(1, r_of)
             label = label.index_select(0, r_of)
         else:
@@ -240,9 +250,18 @@ class NeuronMonitor:
         sampler = self._samplers.get(ck)
         if sampler is None and self.config.sample_size > 0:
             sampler = self._samplers[ck] = BottomK(self.config.sample_size, device)
-        h = row_hash(key, self.config.seed)
+        if h is None:
+            h = row_hash(key, self.config.seed)
         r = RowBatch(
-            idx, weights.contiguous(), click is not None, label.contiguous(), key, h, self.config.hist_rate, sampler, click_pos
+            idx,
+            weights.contiguous(),
+            click is not None,
+            label.contiguous(),
+            key,
+            h,
+            self.config.hist_rate,
+            sampler,
+            seq_rate,
         )
         self._rows[ck] = r
         return r
@@ -266,6 +285,7 @@ class NeuronMonitor:
             "sample_size": self.config.sample_size,
             "seed": self.config.seed,
             "hist_rate": self.config.hist_rate,
+            "seq_rate": self.config.seq_rate,
             "eps": self.config.eps,
             "batches": self._batches,
             "reference": self.reference is not None,

@@ -92,10 +92,9 @@ class RowBatch:
     """The rows of one batch as a set of layers sees them (sequence padding removed).
 
     The layers of a row set hand their raw output ``xf [M, N]`` (``M = B * L`` flattened
-    positions, or ``B`` rows) to :class:`~ctrlens.neurons.sketch.LayerSketch`, which reads the
-    real rows through these indices: the eager engine copies them out once (:meth:`compact`), the
-    compiled engine gathers them inside its kernel (:meth:`gather`), so a sequence layer's output
-    is never copied there.
+    positions, or ``B`` rows) to :class:`~ctrlens.neurons.sketch.LayerSketch`, which copies the
+    real rows out once (:meth:`compact`; nothing is copied for a layer without a mask) and takes
+    the histogram's rows and the sample's rows straight from ``xf``.
 
     Attributes:
         n: real rows.
@@ -103,11 +102,12 @@ class RowBatch:
             (all ``B`` rows).
         weights: float32 ``[2, n]`` class weights (row 0 clicks; row 1 non-clicks, or unlabelled
             rows when ``labelled`` is False).
-        click: float32 ``[M]`` click weight of every flattened position (for the gathered kernel).
+        click: float32 ``[n]`` click weight of every real row (``weights[0]``, its own tensor).
         label: float32 ``[n]`` 1 / 0 / NaN; key: int64 ``[n]``; hash: int64 ``[n]`` (:func:`row_hash`).
         hist_pos: int64 positions of ``xf`` entering the histogram when ``hist_rate < 1`` (the
             real rows with priority ``u < hist_rate``), else ``None`` (every real row).
         sampler: the :class:`BottomK` of this row set.
+        seq_rate: the share of the real sequence positions kept (1.0: all; see ``SketchConfig``).
     """
 
     def __init__(
@@ -120,11 +120,13 @@ class RowBatch:
         hash: Tensor,
         hist_rate: float,
         sampler: BottomK | None,
-        click: Tensor | None = None,
+        seq_rate: float = 1.0,
     ):
         self.n = int(key.shape[0])
+        self.seq_rate = seq_rate
         self.idx, self.weights, self.labelled = idx, weights, labelled
-        self.click = click if click is not None else weights[0]
+        # not a view of weights: compiled kernels guard on whether an input is a view
+        self.click = weights[0].clone()
         self.label, self.key, self.hash = label, key, hash
         cut = int(hist_rate * (1 << HASH_BITS))
         self.hist_pos = None if hist_rate >= 1.0 else self.positions(torch.nonzero(hash < cut).squeeze(1))
@@ -150,12 +152,13 @@ class RowBatch:
         return self._cast[k]
 
     def gather(self, block: int) -> tuple[Tensor, Tensor]:
-        """``(gidx [n_pad], nreal)`` for the compiled kernel: the real positions padded to a positive
-        multiple of ``block`` by repeating the last one, and ``n`` as a 0-d float tensor (the kernel
-        takes the padding's contribution back out, so no per-row validity weights are needed)."""
+        """``(gidx [n_pad], nreal)`` for the compiled kernel over the compacted rows: ``0..n-1``
+        padded to a positive multiple of ``block`` by repeating ``n - 1`` (the kernel reads rows by
+        index, so padding costs no copy of the layer output, and takes the copies' contribution back
+        out: no per-row validity weights), and ``n`` as a 0-d float tensor."""
         if self._gather is None:
             dev = self.key.device
-            base = self.idx if self.idx is not None else torch.arange(self.n, device=dev)
+            base = torch.arange(self.n, device=dev)
             extra = max(block, -(-self.n // block) * block) - self.n
             # stored as column 0 of an [n_pad, 2] buffer: a stride-2 index list (see kernels._gathered)
             buf = torch.empty(self.n + extra, 2, dtype=torch.int64, device=dev)

@@ -38,6 +38,13 @@ class SketchConfig:
         hist_rate: share of rows that enter the histogram (1.0 = all; lower is cheaper and
             approximate, the subsample being deterministic per row key). Moments, min, max, zero and
             saturation counts always use every row.
+        seq_rate: share of the real positions of sequence layers (``[B, L, N]`` outputs, e.g. an
+            attention unit over a behaviour history) that are summarised at all (1.0 = every
+            position, exact). Below 1 the positions with priority ``u < seq_rate`` are kept -- the
+            same deterministic per-key subsample as the histogram's, so the histogram rows
+            (``u < hist_rate <= seq_rate``) and the 2-D sample are unchanged -- and that layer's
+            counts, moments, extremes and zero counts are those of the subsample (estimates of the
+            day's, see docs/neurons.md). Layers without a sequence axis always use every row.
         eps: saturation margin of bounded units (sigmoid/softmax: ``x <= eps`` or
             ``x >= 1 - eps``; tanh: ``|x| >= 1 - eps``).
         edge_quantile: unbounded layers take their edges from the first batch's
@@ -48,6 +55,7 @@ class SketchConfig:
     sample_size: int = 2000
     seed: int = 0
     hist_rate: float = 1.0
+    seq_rate: float = 1.0
     eps: float = 0.01
     edge_quantile: float = 0.001
 
@@ -58,6 +66,8 @@ class SketchConfig:
             raise NeuronStatsError(f"sample_size must be >= 0, got {self.sample_size}")
         if not 0.0 < self.hist_rate <= 1.0:
             raise NeuronStatsError(f"hist_rate must be in (0, 1], got {self.hist_rate}")
+        if not 0.0 < self.seq_rate <= 1.0:
+            raise NeuronStatsError(f"seq_rate must be in (0, 1], got {self.seq_rate}")
         if not 0.0 <= self.eps < 0.5:
             raise NeuronStatsError(f"eps must be in [0, 0.5), got {self.eps}")
 
@@ -144,6 +154,7 @@ class LayerSketch:
         self._sync_edges = sync_edges
         self.n_neurons: int | None = None
         self.sampler: BottomK | None = None
+        self.seq_rate = 1.0  # the share of positions summarised (below 1 only for sampled sequence layers)
         self._started = False
 
     # -- state -----------------------------------------------------------------------------------
@@ -199,10 +210,14 @@ class LayerSketch:
             x = rows.compact(xf)
             self._start(x)
             self.sampler = rows.sampler
+            self.seq_rate = rows.seq_rate
         vec = None
         if kernels.compiled_ok(self.engine, rows.n * xf.shape[1]):
+            # a sequence layer's real rows are copied out first: measured faster than gathering
+            # them inside the kernel (1.37x vs 1.54x plain DIN inference, all layers)
+            x = rows.compact(xf) if x is None else x
             gidx, nreal = rows.gather(kernels.CHUNK)
-            vec = kernels.batch_vector_gathered(xf, rows.cast("click", xf.dtype), gidx, nreal, self._sat_t)
+            vec = kernels.batch_vector_gathered(x, rows.cast("click", xf.dtype), gidx, nreal, self._sat_t)
         if vec is None:
             x = rows.compact(xf) if x is None else x
             vec = kernels.batch_vector_eager(x, rows.cast("weights", xf.dtype), self._sat_t)
@@ -302,7 +317,7 @@ class LayerSketch:
             pca_mean=None if pca_mean is None else np.asarray(pca_mean, dtype=np.float64),
             pca_basis=None if pca_basis is None else np.asarray(pca_basis, dtype=np.float64),
             pca_source=None if pca_mean is None else "reference",
-            meta={"hist_rate": self.cfg.hist_rate, "seed": self.cfg.seed},
+            meta={"hist_rate": self.cfg.hist_rate, "seed": self.cfg.seed, "seq_rate": self.seq_rate},
         )
 
 

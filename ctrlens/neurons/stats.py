@@ -190,6 +190,11 @@ class LayerStats:
             )
         if other.eps != self.eps:
             return f"layer {self.name!r}: saturation eps {self.eps} vs {other.eps}"
+        if self.meta.get("seq_rate", 1.0) != other.meta.get("seq_rate", 1.0):
+            return (
+                f"layer {self.name!r}: sequence positions summarised at seq_rate {self.meta.get('seq_rate', 1.0)} vs "
+                f"{other.meta.get('seq_rate', 1.0)}"
+            )
         return None
 
     def merge(self, other: "LayerStats") -> "LayerStats":

@@ -100,8 +100,8 @@ def batch_vector_eager(x: Tensor, w: Tensor, sat: tuple[Tensor, Tensor] | None) 
 def _gathered(xf: Tensor, click: Tensor, gidx: Tensor, nreal: Tensor, c: Tensor, h: Tensor, bounded: bool) -> Tensor:
     """Compiled reductions of the rows ``xf[gidx]`` (``xf [M, N]``, ``click [M]`` click weights).
 
-    ``gidx [n_pad]``: the rows, padded to a positive multiple of ``_CHUNK`` by repeating the last
-    one; ``nreal``: their number (0-d). The kernel reads rows by index (so padding to the block
+    ``gidx [n_pad]``: the rows, padded to a multiple of ``_CHUNK`` (at least two blocks) by
+    repeating the last one; ``nreal``: their number (0-d). The kernel reads rows by index (so padding to the block
     costs no copy of ``xf``; a sequence layer's real rows are compacted before, which measured
     faster than gathering them here), sums every row, and takes the ``n_pad - nreal`` copies of the
     last row back out at the end

@@ -152,14 +152,17 @@ class RowBatch:
         return self._cast[k]
 
     def gather(self, block: int) -> tuple[Tensor, Tensor]:
-        """``(gidx [n_pad], nreal)`` for the compiled kernel over the compacted rows: ``0..n-1``
-        padded to a positive multiple of ``block`` by repeating ``n - 1`` (the kernel reads rows by
-        index, so padding costs no copy of the layer output, and takes the copies' contribution back
-        out: no per-row validity weights), and ``n`` as a 0-d float tensor."""
+        """``(gidx [n_pad], nreal)`` for the compiled kernel over the compacted rows.
+
+        ``gidx``: ``0..n-1`` padded by repeating ``n - 1`` to a multiple of ``block``, at least two
+        blocks (torch.compile specialises a size of 1: a one-block batch would compile a second
+        kernel). The kernel reads rows by index, so padding costs no copy of the layer output, and
+        takes the copies' contribution back out (no per-row validity weights). ``nreal``: ``n`` as
+        a 0-d float tensor."""
         if self._gather is None:
             dev = self.key.device
             base = torch.arange(self.n, device=dev)
-            extra = max(block, -(-self.n // block) * block) - self.n
+            extra = max(2 * block, -(-self.n // block) * block) - self.n
             # stored as column 0 of an [n_pad, 2] buffer: a stride-2 index list (see kernels._gathered)
             buf = torch.empty(self.n + extra, 2, dtype=torch.int64, device=dev)
             buf[: self.n, 0] = base

@@ -45,7 +45,7 @@ from ctrlens.monitor.diagnosis.causes import label_pipeline_findings, swap_findi
 from ctrlens.monitor.diagnosis.data import anchor_findings, day_view, field_findings, position_findings, unseen_item_findings
 from ctrlens.monitor.diagnosis.heads import attribute, head_findings
 from ctrlens.monitor.diagnosis.model import checkpoint_change_findings, layer_findings, symptom_findings
-from ctrlens.monitor.diagnosis.rank import ranked
+from ctrlens.monitor.diagnosis.rank import demote_secondary, ranked
 from ctrlens.results import Result
 
 
@@ -57,6 +57,7 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
     explained: set[str] = set()  # fields a finding has named: later rules leave them alone
     findings: list[Finding] = swap_findings(a, ctx, explained)
     findings += field_findings(day, ctx, explained)
+    demote_secondary(findings)  # importance-only symptoms of another field's broken inputs
     findings += anchor_findings(day, ctx, explained)
     findings += unseen_item_findings(day, ctx, explained)
     findings += position_findings(day, ctx)

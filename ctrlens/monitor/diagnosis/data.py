@@ -178,7 +178,7 @@ def field_findings(day: Day, ctx: Context, explained_fields: set[str]) -> list[F
                 max([r.severity for r in imp_rows + prs] + [1.0]),
                 f"Field {f} no longer matches its rows although its distribution did not change (shuffled or "
                 f"mis-joined values?)" + (f"; it lost its dependence on {', '.join(partners[:4])}" if partners else "")
-                + _imp_text(imp_rows), syms, links,
+                + _imp_text(imp_rows), syms, links, {"evidence": "dependence" if f in decoupled else "importance"},
             ))  # fmt: skip
             explained_fields.add(f)
             continue

@@ -23,7 +23,7 @@ def head_findings(a: pd.DataFrame, d: pd.DataFrame, quality_alerts: pd.DataFrame
         cal_heads.setdefault(r.subject, []).append(r)
     for r in lab.itertuples(index=False):
         for h, label in ctx.heads.items():
-            if label == r.subject or (label == "click*conversion" and r.subject in ("click", "conversion")):
+            if label is not None and r.subject in str(label).split("*"):  # the label, or a factor of a product label
                 cal_heads.setdefault(h, []).append(r)
     # the pCTR / actual-CTR histogram moves with every wobble of the day's click rate: evidence, never alone
     score = a[(a["subject_kind"] == "quality") & (a["statistic"] == "score_psi")]
@@ -35,7 +35,8 @@ def head_findings(a: pd.DataFrame, d: pd.DataFrame, quality_alerts: pd.DataFrame
         rate = next((r for r in rows if r.subject_kind == "label"), None)
         parts = []
         if c is not None:
-            parts.append(f"calibration (pCTR sum / clicks) {fmt(c.value)} (usually {fmt(c.reference)})")
+            label = ctx.heads.get(h) or h  # the schema's own label (a product such as click*conversion included)
+            parts.append(f"calibration (sum of predictions / {label} positives) {fmt(c.value)} (usually {fmt(c.reference)})")
         if rate is not None:
             parts.append(f"{rate.subject} rate {fmt(rate.value, True)} (usually {fmt(rate.reference, True)})")
         if not parts:

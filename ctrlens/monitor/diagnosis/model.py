@@ -150,14 +150,19 @@ def checkpoint_change_findings(d: pd.DataFrame, a: pd.DataFrame, ctx: Context) -
             f"Embedding table {t} is damaged in the new checkpoint: {what}; median row norm x{fmt(ti.get('norm_ratio'))}",
             list(g.itertuples(index=False)),
             [{"label": f"field {f}", "url": link("/features", ctx, field=f)} for tb, f in ctx.item_tables.items() if tb == t]
-            or nlink(), {"table": ti, "previous_version_id": prev},
+            or nlink(), {"table": ti, "previous_version_id": prev, "pattern": "partial" if partial else "collapsed"},
         ))  # fmt: skip
-    # over-training on a few rows moves exactly the rows it trained on: the table finding follows it
-    if any(f.finding == "overfitting" for f in out):
-        for f in out:
-            if f.finding == "embedding_corruption":
-                f.base = BASE_SCORE["model_regression"] - 1
-                f.title += " (the checkpoint is also over-fitted: its training moved these rows)"
+    # over-training on a few rows moves exactly the rows it trained on, and a diverged run (a layer that
+    # blew up or died) collapses whole tables: the table finding follows the training run's finding.
+    # A partial overwrite (the rest of the table as before) is no training run's doing: it stays first.
+    overfit = any(f.finding == "overfitting" for f in out)
+    diverged = [f for f in out if f.finding in ("exploding_activations", "dead_neurons", "saturated_neurons") and f.severity in PAGING]
+    for f in out:
+        if f.finding != "embedding_corruption" or not (overfit or (diverged and f.numbers["pattern"] == "collapsed")):
+            continue
+        f.base = BASE_SCORE["model_regression"] - 1
+        f.title += (" (the checkpoint is also over-fitted: its training moved these rows)" if overfit else
+                    f" (the training run diverged: {diverged[0].finding} in layer {diverged[0].subject})")
     # a worse ranking is what a dead / exploding layer, a damaged table or over-fitting does: it follows them
     if any(f.finding != "model_regression" and f.severity in PAGING for f in out):
         for f in out:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ctrlens.monitor.diagnosis.base import ROOT_FINDINGS, Context, Finding, fmt, link
+from ctrlens.monitor.diagnosis.base import BASE_SCORE, PAGING, ROOT_FINDINGS, Context, Finding, fmt, link
 
 
 def swap_findings(a: pd.DataFrame, ctx: Context, explained: set[str]) -> list[Finding]:
@@ -99,6 +99,17 @@ def label_pipeline_findings(a: pd.DataFrame, ctx: Context, findings: list[Findin
                 f"{fmt(rel, True)} fewer) while the inputs and the model did not change: labels lost in the pipeline "
                 f"(a late or incomplete label join?)", [r],
                 [{"label": f"field {r.subject}", "url": link("/features", ctx, field=r.subject)}],
-                {"relative_drop": rel},
+                {"relative_drop": rel, "reference_rate": float(r.reference)},
             ))  # fmt: skip
+    # rows whose labels were lost lose all of them: every label falls by the same share (conversions
+    # with their clicks). Such a common loss is named once, by the most frequent label (the one the
+    # rarer labels are observed under, and measured on the most events); the others are kept as info
+    out.sort(key=lambda f: -f.numbers["reference_rate"])
+    for f in out[1:]:
+        p, rel = out[0], f.numbers["relative_drop"]
+        if out[0].severity in PAGING and np.isfinite(rel) and 2 / 3 <= rel / p.numbers["relative_drop"] <= 1.5:
+            f.severity = "info"
+            f.base = BASE_SCORE["saliency_shift"]
+            f.title += f" -- the same share as {p.subject}: lost with those rows' {p.subject} labels"
+            f.numbers["secondary_to"] = {"finding": p.finding, "subject": p.subject}
     return out

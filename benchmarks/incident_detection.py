@@ -1,12 +1,16 @@
 """Accuracy of the nightly job: does it find planted incidents, name them, and stay quiet otherwise?
 
 For each seed and reference model (PAL; DIN, whose attention uses PReLU / Dice): a synthetic world of
-30 days (``ctrlens.synth``), the model trained on its first 7 days and then **retrained every day**
-(warm start on the previous day, one epoch: the checkpoint serving day d has seen days 0..d-1), and
-the nightly job run over the other 23 days (``checkpoint_dir``: a new checkpoint every day, trailing
-7-day reference, default thresholds). Then, for every incident kind, one incident on one day (fields
-rotate across seeds); the job runs that day and the next, starting from the clean run's database of
-the days before. Incident kinds:
+24 days x 3000 rows (``ctrlens.synth``), the model trained on its first 5 days and then **retrained
+every day** (warm start on the previous day, one epoch: the checkpoint serving day d has seen days
+0..d-1), and the nightly job run over the other 19 days (``checkpoint_dir``: a new checkpoint every
+day, trailing 7-day reference, default thresholds); its days from day 10 on (5 reference days) are
+the clean control: 14 model-days per seed and model. Then, for every incident kind, one incident on
+one day (day 14-17, fields rotate across seeds); the job runs that day, starting from the clean
+run's database of the days before. To keep a full run affordable, the incident runs reuse the clean
+run's daily checkpoints and its back-tests of them on the (unchanged) reference days -- the same
+numbers the job would recompute, since a back-test depends only on the data, the checkpoint and
+the configuration. Incident kinds:
 
 * **data, planted by the generator**: stuck value, shuffled, missing spike, OOV surge, blank images,
   distribution shift, CTR level shift, position-bias change;
@@ -16,20 +20,20 @@ the days before. Incident kinds:
   over-trained on a single day, or by the daily one with a fifth of its item-embedding rows
   re-initialised.
 
-Printed per kind and overall: **recall** (a paging finding on the incident day or the next),
+Printed per kind and overall: **recall** (a paging finding on the incident day),
 **top-1 subject and cause** (the first paging finding names the incident's subject and the expected
 finding), **false alerts per 100 clean model-days** (paging findings on the clean, daily-retrained
 run once the reference is warm), and the obvious approach on the same runs ("alert when a field's PSI
 exceeds 0.2").
 
-Thresholds: the data-side thresholds were tuned on seeds 101-104, 1-8 and clean seeds 13-20 (previous
-round); the model-axis thresholds (checkpoint change report, named causes) were set from their
-physical meaning and checked on the test worlds (tests/retrain_fixtures.py seed 5, tests/monitor_fixtures.py
-seed 11), never on the benchmark seeds. Reported seeds: 9-12 (``--seeds``). The last line is one JSON
-object with figures, targets and "met" booleans.
+Thresholds are calibrated by the job on each model's own reference days; the rules were fixed on
+tuning worlds only: seeds 101-104, 1-8 and clean seeds 13-20 (data side, an earlier round), seed 9 and
+the test worlds (tests/retrain_fixtures.py seed 5, tests/monitor_fixtures.py seed 11) for the model
+axis and the named causes. **Reported seeds: 31-34** (the default ``--seeds``), fresh: not looked at
+while the rules were written. The last line is one JSON object with figures, targets and "met" booleans.
 
-    .venv/bin/python benchmarks/incident_detection.py            # 4 seeds x 2 models, every kind (long: ~1 h+ on 2 cores)
-    .venv/bin/python benchmarks/incident_detection.py --quick    # 1 seed x 2 models
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/incident_detection.py   # 4 seeds x 2 models, every kind
+    .venv/bin/python benchmarks/incident_detection.py --quick --seeds 9             # 1 seed x 2 models (tuning)
     .venv/bin/python benchmarks/incident_detection.py --clean-only --seeds 21,22,23,24
 """
 
@@ -45,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from types import SimpleNamespace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,10 +67,14 @@ from ctrlens.store import Store  # noqa: E402
 from ctrlens.synth import Incident, generate  # noqa: E402
 from ctrlens.train import train  # noqa: E402
 
-WORLD = dict(days=30, rows_per_day=5000, n_users=2_000, n_items=600, n_categories=20, n_shops=100,
-             new_items_per_day=20, importance_rows=2_000, image_size=8)  # fmt: skip
-TRAIN_DAYS = 7
+WORLD = dict(days=24, rows_per_day=3000, n_users=1_500, n_items=400, n_categories=20, n_shops=80,
+             new_items_per_day=12, importance_rows=1_500, image_size=8)  # fmt: skip
+TRAIN_DAYS = 5
 MIN_REF = 5
+FIRST_INCIDENT_DAY = TRAIN_DAYS + MIN_REF + 4  # a warm reference of clean days before it
+#: seeds the rules were fixed on (never reported as results); the default seeds are fresh
+TUNING_SEEDS = [101, 102, 103, 104, *range(1, 9), 9, *range(13, 21)]
+REPORT_SEEDS = [31, 32, 33, 34]
 MODELS = {"pal": {"mlp": [64, 32]}, "din": {"mlp": [64, 32]}}
 RECIPE = dict(epochs=1, batch_size=256, lr=3e-3)
 
@@ -130,7 +139,7 @@ def expected_subjects(kind: str, field: str | None, item_table: str = "item") ->
 
 
 def config(db: Path, data: Path, model: str, *, ckpt: str | None = None, ckpt_dir: str | None = None) -> object:
-    m = {"name": model, "rows": {"neurons": 5000, "probes": 2000, "saliency": 2000}}
+    m = {"name": model, "rows": {"neurons": 3000, "probes": 1200, "saliency": 1000}}
     m.update({"checkpoint": ckpt} if ckpt else {"checkpoint_dir": ckpt_dir})
     return parse_config({
         "db": f"sqlite:///{db}", "data": str(data), "report_dir": "",
@@ -267,20 +276,34 @@ def daily_checkpoints(model: str, data: Path, work: Path, n_days: int) -> dict[s
     return serves
 
 
-def run_seed(seed: int, index: int, work: Path, kinds: list[str], log, model: str, keep: bool = False) -> dict:
+def world(folder: Path, seed: int, incidents: list | None = None) -> Path:
+    """The synthetic world at ``folder``, generated once per seed and shared by the models."""
+    done = folder.with_name(folder.name + ".done")  # beside the world, not in its data folder
+    if not done.exists():
+        generate(folder, seed=seed, overwrite=True, incidents=incidents or [], **WORLD)
+        done.write_text("ok")
+    return folder
+
+
+def run_seed(seed: int, index: int, work: Path, kinds: list[str], log, model: str, keep: bool = False,
+             worlds: Path | None = None) -> dict:  # fmt: skip
     t0 = time.perf_counter()
     start = "2026-01-01"
-    inc_day = 15 + index % 4
-    clean = generate(work / "clean", seed=seed, overwrite=True, **WORLD)
+    inc_day = FIRST_INCIDENT_DAY + index % 4
+    worlds = worlds or work
+    clean = SimpleNamespace(root=world(worlds / "clean", seed))
     serves = daily_checkpoints(model, clean.root, work, WORLD["days"])
+    t_train = time.perf_counter() - t0
     ck_dir = str(work / "ckpts")
     db = work / "clean.sqlite"
     job = NightlyJob(config(db, clean.root, model, ckpt_dir=ck_dir))
     pre = job.run(start=date(start, TRAIN_DAYS), end=date(start, inc_day - 1))
     snap = work / "snapshot.sqlite"
     copy_db(db, snap)
+    t_clean = time.perf_counter() - t0 - t_train
     cases = []
-    days = [date(start, inc_day), date(start, inc_day + 1)]
+    day0 = date(start, inc_day)
+    inc_secs = []
     for kind in kinds:
         opts = KINDS[kind]
         field = opts[index % len(opts)]
@@ -288,39 +311,47 @@ def run_seed(seed: int, index: int, work: Path, kinds: list[str], log, model: st
         copy_db(snap, idb)
         item_table = "item"
         if kind in SYNTH_KINDS:
-            world = generate(work / "inc", seed=seed, overwrite=True, incidents=[Incident(inc_day, kind, field)], **WORLD)
-            cfg = config(idb, world.root, model, ckpt_dir=ck_dir)
+            root = world(worlds / f"inc-{kind}", seed, [Incident(inc_day, kind, field)])
+            cfg = config(idb, root, model, ckpt_dir=ck_dir)
         elif kind in EDIT_KINDS:
-            root = edit_day(clean.root, work / "edited", days[0], kind, field, seed)  # type: ignore[arg-type]
+            root = edit_day(clean.root, work / "edited", day0, kind, field, seed)  # type: ignore[arg-type]
             cfg = config(idb, root, model, ckpt_dir=ck_dir)
         else:
             ck, item_table = bad_checkpoint(kind, field, model, clean.root, serves[date(start, inc_day - 1)],
-                                            serves[days[0]], date(start, inc_day - 1), work / f"bad-{kind}")  # fmt: skip
+                                            serves[day0], date(start, inc_day - 1), work / f"bad-{kind}")  # fmt: skip
             cfg = config(idb, clean.root, model, ckpt=str(ck))
-        s = NightlyJob(cfg).run(start=days[0], end=days[1])
+        ijob = NightlyJob(cfg)
+        # the clean run's back-tests of its own checkpoints on the clean reference days: the same numbers
+        # this run would compute (a back-test depends on data, checkpoint and configuration only)
+        ijob._backtests = job._backtests
+        s = ijob.run(start=day0, end=day0)
+        inc_secs += [o.seconds for o in s.outcomes if o.status == "ok"]
         nv = naive(idb, model)
         paging = {o.day: [f for f in o.findings if f["severity"] in PAGING] for o in s.outcomes}
-        first = next((d for d in days if paging.get(d)), None)
-        top = paging[first][0] if first else None
+        top = paging[day0][0] if paging.get(day0) else None
         want = expected_subjects(kind, field, item_table)
         exp = EXPECTED_FINDING[kind]
         exp = exp if isinstance(exp, tuple) else (exp,)
-        nfirst = next((d for d in days if nv.get(d)), None)
         case = {
-            "seed": seed, "model": model, "kind": kind, "field": field, "day": days[0], "detected": first is not None,
-            "detected_on": first, "top_finding": top["finding"] if top else None, "top_subject": top["subject"] if top else None,
+            "seed": seed, "model": model, "kind": kind, "field": field, "day": day0, "detected": top is not None,
+            "top_finding": top["finding"] if top else None, "top_subject": top["subject"] if top else None,
             "subject_ok": bool(top and (want is None or top["subject"] in want)), "kind_ok": bool(top and top["finding"] in exp),
-            "naive_detected": nfirst is not None,
-            "naive_subject_ok": bool(nfirst and want is not None and nv[nfirst][0][0] in want),
-            "findings": {d: [(f["finding"], f["subject"], f["severity"]) for f in paging.get(d, [])][:4] for d in days},
+            "naive_detected": bool(nv.get(day0)),
+            "naive_subject_ok": bool(nv.get(day0) and want is not None and nv[day0][0][0] in want),
+            "findings": [(f["finding"], f["subject"], f["severity"]) for f in paging.get(day0, [])][:4],
             "errors": [o.error for o in s.outcomes if o.error],
         }  # fmt: skip
         log(f"  {model} seed {seed} {kind:<21} {str(field):<20} detected={case['detected']!s:<5} top={case['top_finding']}:"
-            f"{case['top_subject']}  subject_ok={case['subject_ok']} kind_ok={case['kind_ok']}  naive={case['naive_detected']}")
+            f"{case['top_subject']}  subject_ok={case['subject_ok']} kind_ok={case['kind_ok']}  naive={case['naive_detected']}"
+            + ("" if case["subject_ok"] and case["kind_ok"] else f"  paging={case['findings']}"))
         cases.append(case)
         if not keep:
             idb.unlink(missing_ok=True)
+    # the rest of the clean run after the incidents: the back-tests of the incident day's checkpoint are
+    # still in the (bounded) cache the incident runs shared
+    t1 = time.perf_counter()
     post = job.run(start=date(start, inc_day), end=date(start, WORLD["days"] - 1))
+    t_clean += time.perf_counter() - t1
     nv = naive(db, model)
     warm = date(start, TRAIN_DAYS + MIN_REF)
     clean_days = []
@@ -333,22 +364,30 @@ def run_seed(seed: int, index: int, work: Path, kinds: list[str], log, model: st
         if pf:
             log(f"  {model} seed {seed} clean {o.day}: {pf}")
     secs = [o.seconds for o in pre.outcomes + post.outcomes if o.status == "ok"]
-    return {"seed": seed, "model": model, "cases": cases, "clean": clean_days, "seconds": time.perf_counter() - t0,
+    total = time.perf_counter() - t0
+    log(f"  {model} seed {seed}: {total:.0f} s (training {t_train:.0f} s, clean run {t_clean:.0f} s, "
+        f"incidents {total - t_train - t_clean:.0f} s)")
+    return {"seed": seed, "model": model, "cases": cases, "clean": clean_days, "seconds": total,
             "seconds_per_model_day": sum(secs) / max(len(secs), 1),
+            "seconds_per_incident_day": sum(inc_secs) / max(len(inc_secs), 1),
             "errors": [o.error for o in pre.outcomes + post.outcomes if o.error]}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed")
-    ap.add_argument("--seeds", type=str, default=None, help="comma-separated seeds (default 9,10,11,12; --quick: 9)")
+    ap.add_argument("--seeds", type=str, default=None,
+                    help="comma-separated seeds (default: the fresh report seeds 31-34; --quick: the first of them)")
     ap.add_argument("--kinds", type=str, default=None, help="comma-separated incident kinds (default: all)")
     ap.add_argument("--work", type=str, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--clean-only", action="store_true", help="no incident worlds: only false alerts on clean worlds")
     ap.add_argument("--models", type=str, default="pal,din", help="comma-separated reference models (default pal,din)")
+    ap.add_argument("--save", type=str, default=None, help="append each seed x model's result to this JSON-lines file")
+    ap.add_argument("--load", type=str, default=None,
+                    help="run nothing: summarise the results saved in this JSON-lines file (e.g. of a run cut short)")
     args = ap.parse_args()
     models = args.models.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([9] if args.quick else [9, 10, 11, 12])
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else (REPORT_SEEDS[:1] if args.quick else REPORT_SEEDS)
     kinds = [] if args.clean_only else (args.kinds.split(",") if args.kinds else list(KINDS))
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -357,16 +396,26 @@ def main() -> None:
     t0 = time.perf_counter()
     base = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="ctrlens-bench-"))
     results = []
+    if args.load:
+        results = [json.loads(x) for x in Path(args.load).read_text().splitlines() if x.strip()]
+        seeds = sorted({r["seed"] for r in results})
+        models = [m for m in models if any(r["model"] == m for r in results)]
+        kinds = [k for k in kinds if any(c["kind"] == k for r in results for c in r["cases"])]
     try:
-        for model in models:
-            for i, s in enumerate(seeds):
+        for i, s in enumerate([] if args.load else seeds):  # seeds outer: the worlds are shared by the models
+            for model in models:
                 log(f"{model} seed {s}: world {WORLD['days']} days x {WORLD['rows_per_day']} rows, trained on {TRAIN_DAYS} days, "
                     f"then retrained daily")
                 work = base / f"{model}-seed{s}"
                 work.mkdir(parents=True, exist_ok=True)
-                results.append(run_seed(s, i, work, kinds, log, model, keep=bool(args.work)))
+                results.append(run_seed(s, i, work, kinds, log, model, keep=bool(args.work), worlds=base / f"worlds-seed{s}"))
+                if args.save:
+                    with open(args.save, "a") as fh:
+                        fh.write(json.dumps(results[-1]) + "\n")
                 if not args.work:
                     shutil.rmtree(work, ignore_errors=True)
+            if not args.work:
+                shutil.rmtree(base / f"worlds-seed{s}", ignore_errors=True)
     finally:
         if not args.work:
             shutil.rmtree(base, ignore_errors=True)
@@ -413,18 +462,23 @@ def main() -> None:
     print(f"ratios      : recall x{recall / n_recall if n_recall == n_recall and n_recall else float('inf'):.2f}, "
           f"false alerts naive/nightly {ratio_false:.1f}")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the runs' own time (with --load: the saved runs', not this summary's)
+    total_s = sum(r["seconds"] for r in results) if args.load else time.perf_counter() - t0
     per_day = sum(r["seconds_per_model_day"] for r in results) / max(len(results), 1)
-    print(f"peak memory {peak_mb:.0f} MB; {per_day:.2f} s per model-day; total {time.perf_counter() - t0:.0f} s")
+    print(f"peak memory {peak_mb:.0f} MB; {per_day:.2f} s per model-day; total {total_s:.0f} s")
     out = {
-        "benchmark": "incident_detection", "seeds": seeds, "tuned_on_seeds": [101, 102, 103, 104, *range(1, 9), *range(13, 21)],
+        "benchmark": "incident_detection", "seeds": seeds, "tuning_seeds": TUNING_SEEDS,
+        "fresh_seeds": not (set(seeds) & set(TUNING_SEEDS)),
         "models": models, "clean_control": "checkpoint retrained every day", "quick": bool(args.quick),
         "world": WORLD, "incident_runs": n, "clean_model_days": len(clean),
         "recall": round(recall, 4), "top1_subject": round(subj, 4), "top1_kind": round(kind_ok, 4),
         "top1_subject_and_kind": round(both, 4), "false_alerts_per_100": round(false_rate, 3),
         "naive_psi_0.2": {"recall": round(n_recall, 4), "top1_subject": round(n_subj, 4), "false_alerts_per_100": round(n_false, 3)},
         "per_kind": per_kind, "misses": misses,
-        "seconds_per_model_day": round(per_day, 3), "peak_memory_mb": round(peak_mb, 1),
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds_per_model_day": round(per_day, 3),
+        "seconds_per_incident_day": round(sum(r["seconds_per_incident_day"] for r in results) / max(len(results), 1), 3),
+        "peak_memory_mb": round(peak_mb, 1),
+        "seconds": round(total_s, 1), "loaded": bool(args.load),
         "targets": {"recall": 0.95, "top1_subject_and_kind": 0.85, "false_alerts_per_100": 1.0},
         "met": {"recall": bool(recall >= 0.95), "top1_subject_and_kind": bool(both >= 0.85),
                 "false_alerts_per_100": false_rate <= 1.0},

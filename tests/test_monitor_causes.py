@@ -74,6 +74,16 @@ def test_lost_labels_with_unchanged_inputs_are_the_label_pipeline() -> None:
     # labels down *and* a broken input: the input explains it
     both = findings(rows + [row("field", "category_id", "top1_share", 1.0, 0.2, 0.25)])
     assert both.iloc[0]["finding"] == "broken_feature" and "label_pipeline" not in set(both["finding"])
+    # clicks lost with their conversions: one loss, named by the click labels however the bands rank them
+    conv = {**row("label", "conversion", "rate", 0.0071, 0.0118, 0.0112), "severity": 9.0}  # a narrow band
+    f2 = findings(rows + [conv]).set_index(["finding", "subject"])
+    assert f2.iloc[0].name == ("label_pipeline", "click") and f2.iloc[0]["severity"] == "critical"
+    assert f2.loc[("label_pipeline", "conversion"), "severity"] == "info"
+    # only conversions lost (clicks as usual), or lost at a very different share: conversions are named
+    only = findings([conv]).iloc[0]
+    assert (only["finding"], only["subject"], only["severity"]) == ("label_pipeline", "conversion", "critical")
+    apart = findings(rows + [row("label", "conversion", "rate", 0.0012, 0.0118, 0.0112)])
+    assert set(apart[apart["finding"] == "label_pipeline"]["severity"]) == {"critical"}
 
 
 def _fs(day: str, fields: dict[str, tuple[str, list, float, float]]) -> pd.DataFrame:

@@ -177,3 +177,55 @@ def test_a_lone_borderline_probe_does_not_page() -> None:
     assert one.iloc[0]["finding"] == "probe_drop" and one.iloc[0]["severity"] == "info"
     two = findings([row("probe", "ctr/embedding", "probe_auc", 0.60, 0.65, 0.62), row("probe", "ctr/mlp.0", "probe_auc", 0.6, 0.66, 0.63)])
     assert set(two["severity"]) == {"warning"}
+
+
+def test_importance_only_falls_are_symptoms_of_another_fields_broken_inputs() -> None:
+    # DIN, category_id stuck: the attention is queried by the candidate's category, so the history
+    # fields lose importance although their own rows are as usual
+    imp = [row("importance", f"ctr/{f}", "importance", v, r, r * 0.6, alert=v < r * 0.6)
+           for f, v, r in [("category_id", 0.0002, 0.01), ("hist_item_id", 0.001, 0.03), ("hist_category_id", 0.0005, 0.02),
+                           ("price", 0.009, 0.01), ("shop_id", 0.0095, 0.01), ("hour", 0.01, 0.01)]]  # fmt: skip
+    stuck = [row("field", "category_id", "top1_share", 1.0, 0.18, 0.25), row("field", "category_id", "psi", 6.0, 0.02, 0.06)]
+    f = findings(stuck + imp).set_index(["finding", "subject"])
+    assert f.iloc[0].name == ("broken_feature", "category_id") and f.iloc[0]["severity"] == "critical"
+    for h in ("hist_item_id", "hist_category_id"):
+        s = f.loc[("broken_feature", h)]
+        assert s["severity"] == "info" and "symptom of broken_feature on category_id" in s["title"]
+        assert s["evidence_json"]["secondary_to"] == {"finding": "broken_feature", "subject": "category_id"}
+    assert set(f[f["severity"].isin(["critical", "warning"])].index) == {("broken_feature", "category_id")}
+    # the same importance fall without another field's broken inputs is the shuffled-field finding, paged
+    alone = findings(imp[1:]).set_index(["finding", "subject"])
+    assert alone.loc[("broken_feature", "hist_item_id"), "severity"] == "critical"
+
+
+def test_calibration_names_the_heads_own_label() -> None:
+    rows = [row("quality", "ctcvr", "calibration", 1.6, 1.0, 1.2), row("label", "conversion", "rate", 0.004, 0.01, 0.008)]
+    f = findings(rows, heads={"ctr": "click", "ctcvr": "click*conversion"})
+    cal = f.set_index("finding").loc["calibration_drift"]
+    assert cal["subject"] == "ctcvr" and "sum of predictions / click*conversion positives" in cal["title"]
+    assert "conversion rate 0.4% (usually 1.0%)" in cal["title"]  # the product's factor joins its head
+
+
+def test_every_finding_the_rules_can_emit_is_documented() -> None:
+    import ast
+    import re
+    from pathlib import Path
+
+    import ctrlens.monitor.diagnosis as diag
+
+    root = Path(diag.__file__).parent
+    emitted: set[str] = set(diag.BASE_SCORE)
+    for p in root.glob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            # Finding("name", ...) and the change report's report("name", ...)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Finding", "report") and node.args:
+                a0 = node.args[0]
+                if isinstance(a0, ast.Constant) and isinstance(a0.value, str):
+                    emitted.add(a0.value)
+                elif isinstance(a0, ast.IfExp):
+                    emitted |= {x.value for x in (a0.body, a0.orelse) if isinstance(x, ast.Constant)}
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "alerts.md").read_text()
+    documented = {n for h in re.findall(r"^### (.+)$", doc, flags=re.M) for n in re.findall(r"`([a-z_]+)`", h.split("(")[0])}
+    assert {"dead_neurons", "saturated_neurons", "fields_swapped", "gradual_drift"} <= emitted
+    assert emitted - documented == set(), "findings without a section in docs/alerts.md"
+    assert emitted - set(diag.ACTIONS) == set(), "findings without an action"

@@ -203,3 +203,32 @@ def test_uncalibrated_overfitting_check_is_recorded_not_paged() -> None:
     g = diagnose(pd.DataFrame([gap, excess]), ctx2).frame
     top = g.iloc[0]
     assert (top["finding"], top["severity"]) == ("overfitting", "critical") and "0.05" in top["title"]
+
+
+def test_a_diverged_run_outranks_the_tables_it_collapsed() -> None:
+    """A learning rate far too high blows up a layer *and* collapses embedding tables: the layer (the
+    training run) comes first. A partial overwrite (the rest of the table as before) stays first."""
+    from ctrlens.monitor.diagnosis import Context, diagnose
+
+    def ch(subject: str, statistic: str, value: float, threshold: float, sev: float) -> dict:
+        return {"subject_kind": "checkpoint_change", "subject": subject, "statistic": statistic, "method": "fixed",
+                "value": value, "reference": 0.0, "threshold": threshold, "direction": "above", "alert": True, "severity": sev}  # fmt: skip
+
+    boom = ch("mlp.0", "log_mean_abs_ratio", math.log(40.0), math.log(4.0), 2.0)
+    rank = {**ch("shop", "log_rank_ratio", -1.5, -0.5, 6.0), "direction": "below"}
+    reinit = ch("item", "reinit_frac", 0.2, 0.05, 4.0)
+    info = {"rows": 500, "heads": {}, "layers": {"mlp.0": {"activation": "PReLU", "mean_abs_old": 0.5, "mean_abs_new": 20.0}},
+            "tables": {"shop": {"rank_ratio": 0.2, "bulk_unchanged": False}, "item": {"reinit_frac": 0.2, "bulk_unchanged": True}}}
+
+    def run(rows: list[dict]) -> pd.DataFrame:
+        ctx = Context(model="din", day="2026-01-08", heads={"ctr": "click"}, new_version=True, extra={"checkpoint_change": info})
+        f = diagnose(pd.DataFrame(rows), ctx).frame
+        return f[f["severity"].isin(["critical", "warning"])]
+
+    f = run([boom, rank])
+    assert list(zip(f["finding"], f["subject"]))[:2] == [("exploding_activations", "mlp.0"), ("embedding_corruption", "shop")]
+    assert "training run diverged" in f.iloc[1]["title"]
+    alone = run([rank])  # no layer finding: the collapsed table itself is the finding
+    assert (alone.iloc[0]["finding"], alone.iloc[0]["subject"]) == ("embedding_corruption", "shop")
+    partial = run([boom, reinit])  # re-initialised rows are nobody's training: first even beside a blown-up layer
+    assert (partial.iloc[0]["finding"], partial.iloc[0]["subject"]) == ("embedding_corruption", "item")

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ctrlens.data.batch import Batch
 from ctrlens.errors import InputError
-from ctrlens.models.blocks import AttentivePooling, ImageEmbedding, MultiQueryAttentivePooling, masked_sum, sequence_mask
+from ctrlens.models.blocks import ImageEmbedding, MultiQueryAttentivePooling, masked_sum, sequence_mask
 from ctrlens.models.blocks.embedding import module_key
 from ctrlens.models.interface import FieldSpec, LayerSpec
 

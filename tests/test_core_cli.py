@@ -5,6 +5,7 @@ import typer
 
 from ctrlens.cli import app, main
 from ctrlens.errors import InputError
+from cli_fixtures import exit_code as run
 
 
 @app.command("zz-test-exit", hidden=True)
@@ -15,14 +16,6 @@ def _exit_with(code: int = 0) -> None:
 @app.command("zz-test-bad-input", hidden=True)
 def _bad_input() -> None:
     raise InputError("day 2026-01-09: file x.parquet: column 'price': expected float, got string")
-
-
-def run(argv):
-    try:
-        main(argv)
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def test_command_exit_codes_pass_through():

@@ -38,12 +38,8 @@ class BaseConfig(MLPConfig):
         return cls(embedding_dim=8)
 
 
-class BaseModel(CTRModel):
+class BaseModel(CTRModel, name="base", config=BaseConfig):
     """Embedding & MLP with sum pooling. ``forward(batch)`` -> ``{"ctr": [B], "ctr_logit": [B]}``."""
-
-    name = "base"
-    config_class = BaseConfig
-    config: BaseConfig
 
     def build(self, c: BaseConfig) -> None:
         self.mlp = self.mlp_block(self.embed_inputs(position=c.use_position), c.mlp)

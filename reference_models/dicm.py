@@ -54,12 +54,8 @@ class DICMConfig(DINConfig):
         return cls(image_hidden=(256, 64), image_channels=(32, 64))
 
 
-class DICMModel(DINModel):
+class DICMModel(DINModel, name="dicm", config=DICMConfig):
     """DIN + ad image + behaviour images. ``forward(batch)`` -> ``{"ctr", "ctr_logit", attention weights}``."""
-
-    name = "dicm"
-    config_class = DICMConfig
-    config: DICMConfig
 
     def build_extras(self) -> int:
         c, schema = self.config, self.schema

@@ -90,12 +90,8 @@ def attention_groups(schema: Schema, embedded: tuple[str, ...], groups: tuple[tu
     return [tuple(g) for g in groups]
 
 
-class DINModel(CTRModel):
+class DINModel(CTRModel, name="din", config=DINConfig):
     """DIN. ``forward(batch)`` -> ``{"ctr", "ctr_logit", "attention.<group>"}``."""
-
-    name = "din"
-    config_class = DINConfig
-    config: DINConfig
 
     def build(self, c: DINConfig) -> None:
         schema = self.schema

@@ -33,12 +33,8 @@ class ESMMConfig(MLPConfig):
         return cls(embedding_dim=18)
 
 
-class ESMMModel(CTRModel):
+class ESMMModel(CTRModel, name="esmm", config=ESMMConfig):
     """ESMM. ``forward(batch)`` -> ``{"ctr", "cvr", "ctcvr", "ctr_logit", "cvr_logit"}`` (all ``[B]``)."""
-
-    name = "esmm"
-    config_class = ESMMConfig
-    config: ESMMConfig
 
     def build(self, c: ESMMConfig) -> None:
         if not self.schema.has_conversion:

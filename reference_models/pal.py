@@ -57,12 +57,8 @@ class PALConfig(ModelConfig):
         return cls()
 
 
-class PALModel(CTRModel):
+class PALModel(CTRModel, name="pal", config=PALConfig):
     """PAL. ``forward(batch)`` -> ``{"ctr", "ctr_logit"}`` plus ``{"seen", "seen_logit", "click"}`` with a position."""
-
-    name = "pal"
-    config_class = PALConfig
-    config: PALConfig
 
     def build(self, c: PALConfig) -> None:
         schema, pos = self.schema, self.schema.position

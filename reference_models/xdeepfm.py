@@ -51,12 +51,8 @@ class XDeepFMConfig(MLPConfig):
         return cls(embedding_dim=10, cin=(200, 200, 200), dnn=(400, 400))
 
 
-class XDeepFMModel(CTRModel):
+class XDeepFMModel(CTRModel, name="xdeepfm", config=XDeepFMConfig):
     """xDeepFM. ``forward(batch)`` -> ``{"ctr", "ctr_logit", part logits, cin_maps.<k>}``."""
-
-    name = "xdeepfm"
-    config_class = XDeepFMConfig
-    config: XDeepFMConfig
 
     def build(self, c: XDeepFMConfig) -> None:
         if not (c.use_linear or c.use_cin or c.use_dnn):

@@ -106,13 +106,22 @@ class CTRModel(nn.Module):
         schema: the dataset schema the model is built for (kept as ``self.schema``).
         config: the model's frozen config (``self.config``); ``None`` = the default config.
 
-    Subclasses set :attr:`name` and :attr:`config_class`, build their blocks in :meth:`build` (or
+    Subclasses set :attr:`name` and :attr:`config_class` (``class M(CTRModel, name=..., config=...)``), build their blocks in :meth:`build` (or
     in their own ``__init__`` after ``super().__init__``), and implement ``forward`` and
     :meth:`layer_specs` (and :meth:`field_specs` when the fields are not ``self.embed``'s).
     """
 
     name: ClassVar[str] = "model"
     config_class: ClassVar[type] = ModelConfig
+
+    def __init_subclass__(cls, *, name: str | None = None, config: type | None = None, **kw: Any) -> None:
+        """``class DINModel(CTRModel, name="din", config=DINConfig)`` sets :attr:`name` and
+        :attr:`config_class` (class attributes of the same names work too)."""
+        super().__init_subclass__(**kw)
+        if name is not None:
+            cls.name = name
+        if config is not None:
+            cls.config_class = config
 
     def __init__(self, schema: Schema, config: ModelConfig | None = None):
         super().__init__()

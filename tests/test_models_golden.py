@@ -1,9 +1,8 @@
 """Reference models keep their parameter names, init order and outputs across refactors.
 
 ``tests/data/reference_models_golden.json`` was written by :func:`snapshot` running on ``main``'s
-code before the reference models were recomposed from shared blocks (``python
-tests/test_models_golden.py > tests/data/reference_models_golden.json`` with ``PYTHONPATH`` on that
-checkout). A checkpoint saved before must load after (same state_dict keys, in the same order, so
+code (commit 0930607) before the reference models were recomposed from shared blocks (``cd /tmp &&
+PYTHONPATH=<that checkout> python <this file> > reference_models_golden.json``). A checkpoint saved before must load after (same state_dict keys, in the same order, so
 optimizer states line up too), and the same seed must give the same weights and outputs.
 """
 
@@ -49,7 +48,7 @@ def snapshot(name: str, preset: str, kw: dict) -> dict:
         out = m(random_batch(schema, 12))
         loss = float(m.loss(out, random_batch(schema, 12)))
     return {
-        "keys": [[k, list(v.shape)] for k, v in sd.items()],
+        "keys": [f"{k} {list(v.shape)}" for k, v in sd.items()],
         "weights_hash": weights_hash(sd),
         "outputs": {k: float(v.double().sum()) for k, v in sorted(out.items())},
         "loss": loss,

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ctrlens.data.batch import Batch
 from ctrlens.errors import InputError
-from ctrlens.models.blocks import AttentivePooling, ImageEmbedding, MultiQueryAttentivePooling, masked_sum, sequence_mask
+from ctrlens.models.blocks import ImageEmbedding, MultiQueryAttentivePooling, masked_sum, sequence_mask
 from ctrlens.models.blocks.embedding import module_key
 from ctrlens.models.interface import FieldSpec, LayerSpec
 
@@ -54,12 +54,8 @@ class DICMConfig(DINConfig):
         return cls(image_hidden=(256, 64), image_channels=(32, 64))
 
 
-class DICMModel(DINModel):
+class DICMModel(DINModel, name="dicm", config=DICMConfig):
     """DIN + ad image + behaviour images. ``forward(batch)`` -> ``{"ctr", "ctr_logit", attention weights}``."""
-
-    name = "dicm"
-    config_class = DICMConfig
-    config: DICMConfig
 
     def build_extras(self) -> int:
         c, schema = self.config, self.schema

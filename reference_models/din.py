@@ -21,14 +21,14 @@ from torch import Tensor, nn
 from ctrlens.data.batch import Batch
 from ctrlens.data.schema import Schema
 from ctrlens.errors import InputError
-from ctrlens.models.base import CTRModel, ModelConfig
-from ctrlens.models.blocks import MLP, FieldEmbedding, LocalActivationUnit, sequence_mask
+from ctrlens.models.base import CTRModel, MLPConfig
+from ctrlens.models.blocks import LocalActivationUnit, sequence_mask
 from ctrlens.models.blocks.embedding import module_key
-from ctrlens.models.interface import FieldSpec, LayerSpec
+from ctrlens.models.interface import LayerSpec
 
 
 @dataclass(frozen=True)
-class DINConfig(ModelConfig):
+class DINConfig(MLPConfig):
     """DIN sizes.
 
     Attributes:
@@ -51,8 +51,6 @@ class DINConfig(ModelConfig):
     softmax: bool = False
     mlp: tuple[int, ...] = (200, 80)
     activation: str = "prelu"
-    batch_norm: bool = False
-    dropout: float = 0.0
     attention_groups: tuple[tuple[str, ...], ...] | None = None
     use_position: bool = False
 
@@ -92,18 +90,12 @@ def attention_groups(schema: Schema, embedded: tuple[str, ...], groups: tuple[tu
     return [tuple(g) for g in groups]
 
 
-class DINModel(CTRModel):
+class DINModel(CTRModel, name="din", config=DINConfig):
     """DIN. ``forward(batch)`` -> ``{"ctr", "ctr_logit", "attention.<group>"}``."""
 
-    name = "din"
-    config_class = DINConfig
-    config: DINConfig
-
-    def __init__(self, schema: Schema, config: DINConfig | None = None):
-        super().__init__(schema, config)
-        c = self.config
-        kinds = ("sparse", "sequence", "bag", "dense") + (("position",) if c.use_position else ())
-        self.embed = FieldEmbedding(schema, self.pick_fields(kinds), c.embedding_dim)
+    def build(self, c: DINConfig) -> None:
+        schema = self.schema
+        width = self.embed_inputs(position=c.use_position)
         fields = self.embed.fields
         self.groups = attention_groups(schema, fields, c.attention_groups)
         self.queries = {g[0]: tuple(candidate_of(schema, s, fields) for s in g) for g in self.groups}
@@ -115,9 +107,7 @@ class DINModel(CTRModel):
                 for g in self.groups
             }
         )
-        extra = self.build_extras()
-        self.concat = nn.Identity()
-        self.mlp = MLP(sum(self.embed.dims.values()) + extra, c.mlp, c.activation, c.batch_norm, c.dropout)
+        self.mlp = self.mlp_block(width + self.build_extras(), c.mlp)
         self.logit = nn.Linear(self.mlp.out_dim, 1)
 
     # DICM adds image fields through these two hooks.
@@ -148,9 +138,6 @@ class DINModel(CTRModel):
         x = self.concat(torch.cat(vecs, dim=-1))
         out.update(self.head_outputs("ctr", self.logit(self.mlp(x))))
         return out
-
-    def field_specs(self) -> dict[str, FieldSpec]:
-        return self.embed.field_specs()
 
     def attention_specs(self) -> list[LayerSpec]:
         out: list[LayerSpec] = []

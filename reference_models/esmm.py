@@ -14,52 +14,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from ctrlens.data.batch import Batch
-from ctrlens.data.schema import Schema
 from ctrlens.errors import InputError
-from ctrlens.models.base import CTRModel, ModelConfig, bce_product, bce_with_logits
-from ctrlens.models.blocks import MLP, FieldEmbedding
-from ctrlens.models.interface import FieldSpec, HeadSpec, LayerSpec
+from ctrlens.models.base import CTRModel, MLPConfig, bce_product, bce_with_logits
+from ctrlens.models.interface import HeadSpec, LayerSpec
 
 
 @dataclass(frozen=True)
-class ESMMConfig(ModelConfig):
+class ESMMConfig(MLPConfig):
     """ESMM sizes: towers 360-200-80 with ReLU (the paper's); embedding 18 in the paper."""
 
     tower: tuple[int, ...] = (360, 200, 80)
-    activation: str = "relu"
-    batch_norm: bool = False
-    dropout: float = 0.0
 
     @classmethod
     def paper(cls) -> "ESMMConfig":
         return cls(embedding_dim=18)
 
 
-class ESMMModel(CTRModel):
+class ESMMModel(CTRModel, name="esmm", config=ESMMConfig):
     """ESMM. ``forward(batch)`` -> ``{"ctr", "cvr", "ctcvr", "ctr_logit", "cvr_logit"}`` (all ``[B]``)."""
 
-    name = "esmm"
-    config_class = ESMMConfig
-    config: ESMMConfig
-
-    def __init__(self, schema: Schema, config: ESMMConfig | None = None):
-        super().__init__(schema, config)
-        if not schema.has_conversion:
-            raise InputError("esmm needs the 'conversion' label; this schema's labels are " + str(list(schema.labels)))
-        c = self.config
-        self.embed = FieldEmbedding(schema, self.pick_fields(("sparse", "sequence", "bag", "dense")), c.embedding_dim)
-        self.concat = nn.Identity()
-        width = sum(self.embed.dims.values())
-        self.towers = nn.ModuleDict({h: MLP(width, c.tower, c.activation, c.batch_norm, c.dropout) for h in ("ctr", "cvr")})
+    def build(self, c: ESMMConfig) -> None:
+        if not self.schema.has_conversion:
+            raise InputError("esmm needs the 'conversion' label; this schema's labels are " + str(list(self.schema.labels)))
+        width = self.embed_inputs()
+        # both towers before both logits: the order parameters are initialised (and named) in
+        self.towers = nn.ModuleDict({h: self.mlp_block(width, c.tower) for h in ("ctr", "cvr")})
         self.logits = nn.ModuleDict({h: nn.Linear(self.towers[h].out_dim, 1) for h in ("ctr", "cvr")})
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        fields = self.embed.pooled(self.embed(batch), batch)
-        x = self.concat(torch.cat(list(fields.values()), dim=-1))
+        x = self.concat_inputs(batch)
         out: dict[str, Tensor] = {}
         for h in ("ctr", "cvr"):
             out.update(self.head_outputs(h, self.logits[h](self.towers[h](x))))
@@ -74,9 +60,6 @@ class ESMMModel(CTRModel):
             + bce_product(outputs["ctr_logit"], outputs["cvr_logit"], ctcvr)
             + self.regularization(batch)
         )
-
-    def field_specs(self) -> dict[str, FieldSpec]:
-        return self.embed.field_specs()
 
     def layer_specs(self) -> list[LayerSpec]:
         out = [self.embedding_spec(self.concat)]

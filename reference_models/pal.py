@@ -15,12 +15,12 @@ Batches without the position feature give only ``ctr``/``ctr_logit`` (serving).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from ctrlens.data.batch import Batch
-from ctrlens.data.schema import Schema
 from ctrlens.errors import InputError
 from ctrlens.models.base import CTRModel, ModelConfig, bce_product
 from ctrlens.models.blocks import MLP, FieldEmbedding
@@ -57,21 +57,16 @@ class PALConfig(ModelConfig):
         return cls()
 
 
-class PALModel(CTRModel):
+class PALModel(CTRModel, name="pal", config=PALConfig):
     """PAL. ``forward(batch)`` -> ``{"ctr", "ctr_logit"}`` plus ``{"seen", "seen_logit", "click"}`` with a position."""
 
-    name = "pal"
-    config_class = PALConfig
-    config: PALConfig
-
-    def __init__(self, schema: Schema, config: PALConfig | None = None):
-        super().__init__(schema, config)
-        c = self.config
-        pos = schema.position
+    def build(self, c: PALConfig) -> None:
+        schema, pos = self.schema, self.schema.position
         if pos is None or pos.name in c.exclude_fields:
             raise InputError("pal needs a position field in the schema (PositionField); it has none")
         self.position_field = pos.name
-        common = dict(embedding_dim=c.embedding_dim, exclude_fields=c.exclude_fields, mba_lambda=c.mba_lambda)
+        # the options every model has (embedding_dim, exclude_fields, mba_lambda) pass to the pCTR net
+        common = {f.name: getattr(c, f.name) for f in dataclasses.fields(ModelConfig)}
         if c.ctr_net == "base":
             self.ctr_net: CTRModel = BaseModel(schema, BaseConfig(mlp=c.mlp, activation=c.activation, **common))
         elif c.ctr_net == "din":

@@ -18,15 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from ctrlens.data.batch import Batch
-from ctrlens.data.schema import Schema
 from ctrlens.errors import InputError
-from ctrlens.models.base import CTRModel, ModelConfig
-from ctrlens.models.blocks import CIN, MLP, FieldEmbedding, FieldLinear
-from ctrlens.models.interface import FieldSpec, LayerSpec
+from ctrlens.models.base import CTRModel, MLPConfig
+from ctrlens.models.blocks import CIN, FieldLinear
+from ctrlens.models.interface import LayerSpec
 
 
 @dataclass(frozen=True)
-class XDeepFMConfig(ModelConfig):
+class XDeepFMConfig(MLPConfig):
     """xDeepFM sizes. Defaults are small for our data; ``paper()`` has the Criteo sizes.
 
     Attributes:
@@ -34,7 +33,7 @@ class XDeepFMConfig(ModelConfig):
         cin: feature maps per CIN layer (paper: 200 on Criteo, 100 on Dianping/Bing; depth 3).
         cin_activation: ``identity`` (paper) or ``relu``/``sigmoid``/``tanh``.
         split_half: the official code's split of each layer's maps (off, as in the paper).
-        dnn, activation: the DNN part (paper: 400 x 2, ReLU).
+        dnn: the DNN part's widths (paper: 400 x 2, with ReLU, the default ``activation``).
         use_linear, use_cin, use_dnn: switch parts off (e.g. the DNN alone for an ablation).
     """
 
@@ -43,9 +42,6 @@ class XDeepFMConfig(ModelConfig):
     cin_activation: str = "identity"
     split_half: bool = False
     dnn: tuple[int, ...] = (64, 64)
-    activation: str = "relu"
-    batch_norm: bool = False
-    dropout: float = 0.0
     use_linear: bool = True
     use_cin: bool = True
     use_dnn: bool = True
@@ -55,36 +51,28 @@ class XDeepFMConfig(ModelConfig):
         return cls(embedding_dim=10, cin=(200, 200, 200), dnn=(400, 400))
 
 
-class XDeepFMModel(CTRModel):
+class XDeepFMModel(CTRModel, name="xdeepfm", config=XDeepFMConfig):
     """xDeepFM. ``forward(batch)`` -> ``{"ctr", "ctr_logit", part logits, cin_maps.<k>}``."""
 
-    name = "xdeepfm"
-    config_class = XDeepFMConfig
-    config: XDeepFMConfig
-
-    def __init__(self, schema: Schema, config: XDeepFMConfig | None = None):
-        super().__init__(schema, config)
-        c = self.config
+    def build(self, c: XDeepFMConfig) -> None:
         if not (c.use_linear or c.use_cin or c.use_dnn):
             raise InputError("xdeepfm: at least one of use_linear, use_cin, use_dnn must be on")
-        names = self.pick_fields(("sparse", "sequence", "bag", "dense"))
-        self.embed = FieldEmbedding(schema, names, c.embedding_dim)
+        width = self.embed_inputs()
+        names = self.embed.fields
         dims = set(self.embed.dims.values())
         if len(dims) > 1:
             raise InputError(f"xdeepfm needs one embedding width for all fields (CIN); the schema's differ {sorted(dims)}: set embedding_dim")
         m, d = len(names), dims.pop()
-        self.concat = nn.Identity()
-        self.linear = FieldLinear(schema, names) if c.use_linear else None
+        self.linear = FieldLinear(self.schema, names) if c.use_linear else None
         self.cin = CIN(m, c.cin, c.cin_activation, c.split_half) if c.use_cin else None
         self.cin_out = nn.Linear(self.cin.out_dim, 1) if self.cin is not None else None
-        self.dnn = MLP(m * d, c.dnn, c.activation, c.batch_norm, c.dropout) if c.use_dnn else None
+        self.dnn = self.mlp_block(width, c.dnn) if c.use_dnn else None
         self.dnn_out = nn.Linear(self.dnn.out_dim, 1) if self.dnn is not None else None
         self.logit = nn.Identity()  # the summed logit, tapped as logit.ctr
         self.num_fields, self.dim = m, d
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        fields = self.embed.pooled(self.embed(batch), batch)
-        flat = self.concat(torch.cat(list(fields.values()), dim=-1))  # [B, m * D]
+        flat = self.concat_inputs(batch)  # [B, m * D]
         out: dict[str, Tensor] = {}
         parts: list[Tensor] = []
         if self.linear is not None:
@@ -100,9 +88,6 @@ class XDeepFMModel(CTRModel):
             out["dnn_logit"] = parts[-1].squeeze(-1)
         out.update(self.head_outputs("ctr", self.logit(torch.stack(parts).sum(0))))
         return out
-
-    def field_specs(self) -> dict[str, FieldSpec]:
-        return self.embed.field_specs()
 
     def layer_specs(self) -> list[LayerSpec]:
         out = [self.embedding_spec(self.concat)]

@@ -5,12 +5,12 @@ state_dicts) and a reference model, all watched by ``ctrlens nightly`` from one 
 World: 10 days x 2,500 rows from ``2026-01-01``; ``category_id`` is stuck on day 9. Models train on days
 0-2; the job runs days 3-9 with a trailing 5-day reference, warm (4 days) from day 7.
 
-Built once per test session (a file lock; xdist workers share it) under ``.tmp/test-cache``.
+Built once (monitor_fixtures.build_once: a file lock, so xdist workers share it) under ``.tmp/test-cache``,
+keyed by the code it depends on.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
+from monitor_fixtures import build_once, day  # every test world starts on 2026-01-01
 from world_fixtures import CACHE, ROOT, _code_hash
 
-START = "2026-01-01"
 WORLD = dict(days=10, rows_per_day=2_500, seed=5, n_users=1_000, n_items=300, n_categories=20, n_shops=60,
              new_items_per_day=10, importance_rows=1_000, image_size=8)  # fmt: skip
 STUCK_DAY, STUCK_FIELD = 9, "category_id"
@@ -32,10 +31,6 @@ OWN = ("dlrm", "din", "deepfm")
 REFERENCE = "reference-base"
 ROWS = {"neurons": 2500, "probes": 1000, "saliency": 500}
 MODELS_PY = Path(__file__).with_name("integrations_models.py")
-
-
-def day(i: int) -> str:
-    return (dt.date.fromisoformat(START) + dt.timedelta(days=i)).isoformat()
 
 
 @dataclass(frozen=True)
@@ -96,14 +91,9 @@ def integration_world() -> IntegrationWorld:
     """The world, models, nightly YAML and filled SQLite store (see the module docstring)."""
     key = _code_hash("ctrlens", "reference_models") + "-" + __import__("hashlib").sha256(
         MODELS_PY.read_bytes() + Path(__file__).read_bytes()).hexdigest()[:8]  # fmt: skip
-    root = CACHE / f"integrations-{key}"
     CACHE.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root) + ".lock"):
-        if not (root / "DONE").exists():
-            import shutil
-
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
-            return _build(root)
+    root, built = build_once(CACHE, f"integrations-{key}", _build)
+    if built is not None:
+        return built
     return IntegrationWorld(root, root / "world", root / "nightly.yaml", root / "ctrlens.sqlite",
                             json.loads((root / "summary.json").read_text()))  # fmt: skip

@@ -13,7 +13,6 @@ Built once per test session and shared by xdist workers (a file lock, like monit
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 from dataclasses import dataclass
@@ -21,18 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from monitor_fixtures import build_once, copy_db, shared_folder
+from monitor_fixtures import build_once, copy_db, day, shared_folder  # every test world starts on 2026-01-01
 
-START = "2026-01-01"
 WORLD = dict(days=12, rows_per_day=3000, seed=5, n_users=1_500, n_items=400, n_categories=16, n_shops=60,
              new_items_per_day=10, importance_rows=1_000, image_size=8)  # fmt: skip
 FIRST_TRAIN_DAYS = 4
 RECIPE = dict(epochs=1, batch_size=256, lr=3e-3, model_config={"mlp": [64, 32]})
 ROWS = {"neurons": 3000, "probes": 1200, "saliency": 800}
-
-
-def day(i: int) -> str:
-    return (dt.date.fromisoformat(START) + dt.timedelta(days=i)).isoformat()
 
 
 @dataclass(frozen=True)

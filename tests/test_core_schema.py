@@ -2,15 +2,7 @@ import json
 
 import pytest
 
-from ctrlens.data.schema import (
-    DenseField,
-    ImageField,
-    PositionField,
-    Schema,
-    SchemaError,
-    SequenceField,
-    SparseField,
-)
+from ctrlens.data import DenseField, ImageField, PositionField, Schema, SchemaError, SequenceField, SparseField
 
 
 def make_schema(**kw) -> Schema:

@@ -8,18 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctrlens.cli import main
 from data_fixtures import write_dataset, write_day
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_fixtures import run_cli as run
 
 
 @pytest.fixture()

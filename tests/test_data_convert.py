@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ctrlens.cli import main
 from ctrlens.data import DailyDataset, Schema
 from ctrlens.data.convert import ConvertError, convert_table
+from cli_fixtures import run_cli as run
 
 CITIES = ["paris", "rome", "oslo", "lima", "kyiv"]
 TAGS = ["red", "green", "blue", "new", "sale", "gift"]
@@ -62,16 +62,6 @@ def source_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
         "bought": rng.integers(0, 2, n),
         "order_id": np.arange(n) + 1000,
     })
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()

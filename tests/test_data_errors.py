@@ -252,12 +252,14 @@ def test_label_not_binary(tmp_path, col, value):
         assert f"{f}: column {col!r}: row {BAD_ROW}: label must be 0 or 1, got {value}" in msg
 
 
-def test_label_null(tmp_path):
-    t = to_table(_frame())
-    click = pa.array([None if i == BAD_ROW else 0 for i in range(20)], type=pa.int64())
-    f = _write(tmp_path, _replace(_replace(t, "click", click), "conversion", pa.array([0] * 20)))
+@pytest.mark.parametrize("col, fill, expected", [("click", 0, "missing label (null)"), ("position", 1, "missing position")])
+def test_label_or_position_null(tmp_path, col, fill, expected):
+    t = _replace(to_table(_frame()), col, pa.array([None if i == BAD_ROW else fill for i in range(20)], type=pa.int64()))
+    if col == "click":  # no conversion without a click
+        t = _replace(t, "conversion", pa.array([0] * 20))
+    f = _write(tmp_path, t)
     for msg in _both(tmp_path):
-        assert f"{f}: column 'click': row {BAD_ROW}: missing label (null)" in msg
+        assert f"{f}: column {col!r}: row {BAD_ROW}: {expected}" in msg
 
 
 @pytest.mark.parametrize("value", [0, 6])
@@ -267,14 +269,6 @@ def test_position_out_of_range(tmp_path, value):
     f = _write(tmp_path, df)
     for msg in _both(tmp_path):
         assert f"{f}: column 'position': row {BAD_ROW}: position {value} out of range: expected an integer in 1..5" in msg
-
-
-def test_position_null(tmp_path):
-    t = to_table(_frame())
-    pos = pa.array([None if i == BAD_ROW else 1 for i in range(20)], type=pa.int64())
-    f = _write(tmp_path, _replace(t, "position", pos))
-    for msg in _both(tmp_path):
-        assert f"{f}: column 'position': row {BAD_ROW}: missing position" in msg
 
 
 # -- image table -----------------------------------------------------------------------------------

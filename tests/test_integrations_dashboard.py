@@ -10,7 +10,7 @@ import pytest
 
 from integrations_fixtures import need
 from integrations_world import OWN, REFERENCE, STUCK_FIELD, integration_world  # noqa: F401
-from test_dashboard_browser import GRAPHS_READY, _open, _wait, browser  # noqa: F401
+from browser_fixtures import GRAPHS_READY, browser, open_page, wait  # noqa: F401 - browser is a fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -40,35 +40,35 @@ DRAWN = GRAPHS_READY.replace("#page .dash-graph'", "#page .dash-graph:not(#pb-de
 
 
 def test_overview_shows_the_library_models_next_to_the_reference(browser, served) -> None:
-    _open(browser, served + "/")
-    _wait(browser, lambda d: d.execute_script(GRAPHS_READY), "the overview figures")
+    open_page(browser, served + "/")
+    wait(browser, lambda d: d.execute_script(GRAPHS_READY), "the overview figures")
     ys = browser.execute_script("const g = document.querySelector('#ov-health .js-plotly-plot'); return g.data[0].y;")
     assert set(ys) == {*OWN, REFERENCE}
-    text = _wait(browser, lambda d: d.find_element("id", "ov-alert-list").text, "the open alerts")
+    text = wait(browser, lambda d: d.find_element("id", "ov-alert-list").text, "the open alerts")
     for m in (*OWN, REFERENCE):
         assert f"{m} / broken_feature / {STUCK_FIELD}" in text, m
 
 
 @pytest.mark.parametrize("path", list(PAGES))
 def test_pages_of_the_library_models_draw_their_own_fields_and_layers(browser, served, path) -> None:
-    _open(browser, served + path)
-    _wait(browser, lambda d: d.execute_script(GRAPHS_READY), f"{path}: every figure drawn with data")
+    open_page(browser, served + path)
+    wait(browser, lambda d: d.execute_script(GRAPHS_READY), f"{path}: every figure drawn with data")
     assert not browser.find_elements("id", "friendly-error"), path
     assert PAGES[path] in browser.find_element("id", "page").text, path
 
 
 def test_probe_auc_by_layer_of_deepfm_lists_its_layers(browser, served) -> None:
-    _open(browser, served + "/probes?model=deepfm")
-    _wait(browser, lambda d: d.execute_script(DRAWN), "the probe figures")
+    open_page(browser, served + "/probes?model=deepfm")
+    wait(browser, lambda d: d.execute_script(DRAWN), "the probe figures")
     names = browser.execute_script("const g = document.querySelector('#pb-by-layer .js-plotly-plot'); "
                                    "return g.data.flatMap(t => [].concat(t.x || [], t.y || [], [t.name || '']));")  # fmt: skip
     assert {"fm", "dnn.0", "dnn.1"} <= {str(n) for n in names}
 
 
 def test_the_stuck_feature_alert_of_dlrm_opens_its_evidence(browser, served) -> None:
-    _open(browser, served + "/alerts?model=dlrm")
-    link = _wait(browser, lambda d: next((a for a in d.find_elements("css selector", "#al-table a")
+    open_page(browser, served + "/alerts?model=dlrm")
+    link = wait(browser, lambda d: next((a for a in d.find_elements("css selector", "#al-table a")
                                           if f"{STUCK_FIELD} looks broken" in a.text), None), "the broken-field alert")  # fmt: skip
     link.click()
-    _wait(browser, lambda d: d.find_elements("css selector", "#al-evidence td"), "the alert's evidence table")
+    wait(browser, lambda d: d.find_elements("css selector", "#al-evidence td"), "the alert's evidence table")
     assert STUCK_FIELD in browser.find_element("id", "al-evidence").text

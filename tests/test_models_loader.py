@@ -19,7 +19,6 @@ import pytest
 import torch
 
 import own_model
-from ctrlens.cli import main
 from ctrlens.data import DailyDataset
 from ctrlens.errors import InputError
 from ctrlens.models.loader import (
@@ -32,6 +31,7 @@ from ctrlens.models.loader import (
     served_days,
 )
 from world_fixtures import TRAIN_DAYS
+from cli_fixtures import exit_code as run
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADER = str(ROOT / "tests" / "own_model.py") + ":load"
@@ -52,14 +52,6 @@ def own(tiny_world, tmp_path_factory):
     own_model.train_day(m, ds.iter_batches(_days(ds)[0], 256, shuffle=True, seed=0, limit=2000, images=False), lr=0.01)
     ck = own_model.save(m, tmp_path_factory.mktemp("own") / "own-ctr.pt")
     return ds, ck
-
-
-def run(argv: list[str]) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 # -- resolution, identity, days ------------------------------------------------------------------------

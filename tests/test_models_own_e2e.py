@@ -25,9 +25,9 @@ import torch
 import yaml
 
 import own_model
-from ctrlens.cli import main
 from ctrlens.data import DailyDataset
 from ctrlens.store import Store
+from cli_fixtures import exit_code as run
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.browser]
 
@@ -42,14 +42,6 @@ ROWS = {"neurons": 2000, "probes": 600, "saliency": 400}
 
 def day(i: int) -> str:
     return (dt.date(2026, 1, 1) + dt.timedelta(days=i)).isoformat()
-
-
-def run(argv: list) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def relabel(root: Path, label: str = "purchase") -> None:
@@ -171,42 +163,19 @@ def test_report_of_a_checkpoint_through_its_loader(watched, tmp_path) -> None:
 def test_dashboard_shows_the_own_model(watched, tmp_path) -> None:
     from ctrlens.dashboard import create_app
     from dashboard_testing import ServerThread
-    from test_dashboard_browser import GRAPHS_READY, _open, _wait
+    from browser_fixtures import GRAPHS_READY, chromium, open_page, wait
 
     pytest.importorskip("selenium")
-    drv = _browser(tmp_path)
+    drv = chromium(tmp_path / "profile")
     try:
         with ServerThread(create_app(watched["pg"], refresh_s=60)) as url:
-            _open(drv, url + "/")
-            _wait(drv, lambda d: "own" in d.find_element("id", "page").text, "the model on the overview")
-            _open(drv, url + f"/neurons?model=own&layer=mlp.1&day={day(BROKEN)}")
-            _wait(drv, lambda d: d.execute_script(GRAPHS_READY), "the neuron figures of the own model")
+            open_page(drv, url + "/")
+            wait(drv, lambda d: "own" in d.find_element("id", "page").text, "the model on the overview")
+            open_page(drv, url + f"/neurons?model=own&layer=mlp.1&day={day(BROKEN)}")
+            wait(drv, lambda d: d.execute_script(GRAPHS_READY), "the neuron figures of the own model")
             assert not drv.find_elements("id", "friendly-error")
-            _open(drv, url + "/alerts")
-            _wait(drv, lambda d: "item_tags" in d.find_element("id", "al-table").text, "the broken bag's alert")
+            open_page(drv, url + "/alerts")
+            wait(drv, lambda d: "item_tags" in d.find_element("id", "al-table").text, "the broken bag's alert")
             drv.save_screenshot(str(tmp_path / "alerts.png"))
     finally:
         drv.quit()
-
-
-def _browser(tmp_path: Path):
-    """A headless Chromium (as tests/test_dashboard_browser.py's; fails in CI when missing)."""
-    import shutil
-
-    from test_dashboard_browser import CHROMEDRIVER, CHROMIUM, IN_CI
-
-    driver_path = CHROMEDRIVER if Path(CHROMEDRIVER).exists() else shutil.which("chromedriver")
-    if not (Path(CHROMIUM).exists() and driver_path):
-        reason = f"headless Chromium not installed ({CHROMIUM}, {CHROMEDRIVER})"
-        if IN_CI:
-            pytest.fail(f"required in CI: {reason}")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage",
-              "--window-size=1400,1800", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(driver_path), options=opts)

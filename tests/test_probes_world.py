@@ -121,7 +121,7 @@ def test_cli_bad_input(world, capsys):
     with pytest.raises(SystemExit) as e:
         main(base + ["--train-day", "2030-01-01"])
     assert e.value.code == 2
-    assert "--train-day '2030-01-01' is not in" in capsys.readouterr().err
+    assert "--train-day '2030-01-01' is not a day of" in capsys.readouterr().err  # one wording with neurons' --day
     with pytest.raises(SystemExit) as e:
         main(base + ["--train-day", world["days"][2], "--layers", "mlp.9"])
     err = capsys.readouterr().err

@@ -8,20 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import ctrlens.data
-from ctrlens.cli import main
 from synth_fixtures import read_day, small_world
+from cli_fixtures import run_cli as _run
 
 SMALL_ARGS = ["--n-users", "500", "--n-items", "200", "--n-categories", "10", "--n-shops", "40", "--new-items-per-day", "5"]
-
-
-def _run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_generates_a_world_and_prints_a_summary(tmp_path, capsys):

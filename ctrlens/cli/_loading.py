@@ -1,21 +1,10 @@
-"""Shared ``--checkpoint`` / ``--loader`` handling of the commands that read a model."""
+"""Shared handling of ``--checkpoint`` / ``--loader`` (load the view) and ``--db`` (store the results) of the
+commands that read a model; the options themselves are in :mod:`ctrlens.cli._options`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
-
-import typer
-
-LOADER_HELP = (
-    "Your model's loader, 'package.module:function' or 'path/to/file.py:function': function(checkpoint path, schema) "
-    "-> ctrlens ModelView (docs/own-model.md). Default: the reference models' loader (ctrlens train checkpoints)."
-)
-CHECKPOINT_HELP = "Model checkpoint: a ctrlens train output, or any file (or folder) your --loader reads."
-
-
-def loader_option() -> Any:
-    return typer.Option(None, "--loader", help=LOADER_HELP)
 
 
 def load_view(checkpoint: Path, schema: Any, loader: Optional[str], device: str = "cpu") -> Any:
@@ -33,11 +22,6 @@ def load_view(checkpoint: Path, schema: Any, loader: Optional[str], device: str 
     return load_model(checkpoint, schema, ld, device=device)
 
 
-DB_HELP = ("Also write the results to this store (sqlite:///path or postgresql://...), run kind 'analysis', under the "
-           "model version worked out from the checkpoint (no hashes to give).")
-MODEL_HELP = "Model name in the store (with --db; default: the view's name)."
-
-
 def store_results(db: Optional[str], name: Optional[str], view: Any, day: str, results: list[Any], params: dict[str, Any]) -> Optional[str]:
     """Write ``results`` for ``day`` under ``view``'s model version (registered if new); the kinds
     written replace only themselves, so neurons, probes and saliency of one day can share a run.
@@ -53,3 +37,37 @@ def store_results(db: Optional[str], name: Optional[str], view: Any, day: str, r
         where = store.url_text
     kinds = ", ".join(sorted({r.kind for r in results}))
     return f"wrote {kinds} of {day} to {where}: model {model!r} version #{vid} ({view.version})"
+
+
+def open_inputs(checkpoint: Path, data: Path, device: str, days: dict[str, Optional[str]]) -> tuple[Any, list[str]]:
+    """``(dataset, its days)`` of ``--data`` after the cheap checks, in this order: ``--checkpoint``
+    exists, every day flag given (``{"--day": "2026-01-03", "--compare": None}``) is a day of the
+    dataset, ``--device`` is usable. Each failure is an InputError naming the flag."""
+    from ctrlens.cli._options import check_device
+    from ctrlens.data import DailyDataset
+    from ctrlens.errors import InputError
+
+    if not checkpoint.exists():
+        raise InputError(f"--checkpoint {checkpoint}: no such file")
+    ds = DailyDataset(data)
+    known = list(ds.days())
+    for flag, d in days.items():
+        if d is not None and d not in known:
+            raise InputError(f"{flag} {d!r} is not a day of {data}; days: {known}")
+    check_device(device)
+    return ds, known
+
+
+def split_layers(layers: Optional[str]) -> Optional[list[str]]:
+    """``--layers 'embedding, mlp.*'`` -> ``["embedding", "mlp.*"]``; ``None`` (all layers) when not given."""
+    return [s.strip() for s in layers.split(",") if s.strip()] if layers else None
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as one line of strict JSON (NaN/inf as null, see :func:`ctrlens.results.jsonable`;
+    anything else JSON cannot hold as its ``str``)."""
+    import json
+
+    from ctrlens.results import jsonable
+
+    print(json.dumps(jsonable(obj), default=str))

@@ -16,13 +16,13 @@ from typing import Optional
 
 import typer
 
-DB_HELP = "Store URL: sqlite:///path or postgresql://user:pass@host/db (default: $CTRLENS_DB, else sqlite:///runs/ctrlens.sqlite)."
+from ctrlens.cli._options import StoreUrl
 
 
 def register(app: typer.Typer) -> None:
     @app.command("dashboard")
     def dashboard(
-        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        db: StoreUrl = None,
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind. Anything but loopback needs --token or --basic-auth."),
         port: int = typer.Option(8050, "--port", min=1, max=65535, help="Port to listen on."),
         token: Optional[str] = typer.Option(None, "--token", envvar="CTRLENS_DASHBOARD_TOKEN",

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import typer
 
-DB_HELP = "Store URL: sqlite:///path or postgresql://user:pass@host/db (default: $CTRLENS_DB, else sqlite:///runs/ctrlens.sqlite)."
+from ctrlens.cli._options import StoreUrl
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
     @db.command("upgrade")
     def upgrade(
-        url: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        url: StoreUrl = None,
         revision: str = typer.Option("head", "--revision", help="Target revision (default: the newest)."),
     ) -> None:
         """Create the store's tables or migrate them to the newest schema (one transaction)."""
@@ -41,7 +40,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{url_text}: schema {before or 'empty'} -> {after}")
 
     @db.command("current")
-    def current(url: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    def current(url: StoreUrl = None) -> None:
         """Show the database's schema revision and this ctrlens' newest; exit 1 if they differ."""
         from ctrlens.store import migrate
 
@@ -63,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
     @db.command("info")
     def info(
-        url: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+        url: StoreUrl = None,
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         """Backend, schema revision, models, days and row counts."""

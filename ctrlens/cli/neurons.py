@@ -3,63 +3,53 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ctrlens.cli._loading import CHECKPOINT_HELP, DB_HELP, MODEL_HELP, load_view, loader_option, store_results
+from ctrlens.cli._loading import load_view, open_inputs, print_json, split_layers, store_results
+from ctrlens.cli._options import BatchSize, Checkpoint, Data, Day, Device, Layers, Loader, ResultsDb, ResultsModel
 from ctrlens.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("neurons")
     def neurons(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
-        loader: Optional[str] = loader_option(),
-        data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
-        day: str = typer.Option(..., "--day", help="Day to summarise (YYYY-MM-DD)."),
+        *,
+        checkpoint: Checkpoint,
+        loader: Loader = None,
+        data: Data,
+        day: Day,
         compare_day: Optional[str] = typer.Option(
             None, "--compare", help="A second day, summarised with --day as reference and compared with it."
         ),
         reference: Optional[Path] = typer.Option(
             None, "--reference", help="Summary JSON of the reference day (from --out): its histogram edges and 2-D basis are reused."
         ),
-        layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layer names or globs (default: all)."),
+        layers: Layers = None,
         out: Optional[Path] = typer.Option(None, "--out", help="Write the day's summary (mergeable state) as JSON here."),
-        batch_size: int = typer.Option(4096, "--batch-size"),
+        batch_size: BatchSize = 4096,
         limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N rows of each day."),
         bins: int = typer.Option(32, "--bins"),
         sample_size: int = typer.Option(2000, "--sample-size", help="Rows kept for the 2-D projection."),
         hist_rate: float = typer.Option(1.0, "--hist-rate", help="Share of rows in the histograms (1 = all)."),
         engine: str = typer.Option("eager", "--engine", help="eager | compiled (torch.compile kernels; faster on big days)."),
         tables: bool = typer.Option(False, "--tables", help="Also report embedding-table health."),
-        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
+        device: Device = "cpu",
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (layer rows, comparison, tables)."),
-        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-        model_name: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
+        db: ResultsDb = None,
+        model_name: ResultsModel = None,
     ) -> None:
         """Per-layer dead / saturated fractions and activation size; per-neuron statistics with --out."""
-        import torch
-
-        from ctrlens.data import DailyDataset
         from ctrlens.neurons import NeuronMonitor, NeuronSummary, compare, embedding_health
 
-        if not checkpoint.exists():
-            raise InputError(f"--checkpoint {checkpoint}: no such file")
         if engine not in ("eager", "compiled"):
             raise InputError(f"--engine must be 'eager' or 'compiled', got {engine!r}")
-        ds = DailyDataset(data)
-        days = list(ds.days())
-        for flag, d in (("--day", day), ("--compare", compare_day)):
-            if d is not None and d not in days:
-                raise InputError(f"{flag} {d!r} is not a day of {data}; days: {days}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine")
+        ds, _ = open_inputs(checkpoint, data, device, {"--day": day, "--compare": compare_day})
         ref = NeuronSummary.load(reference) if reference is not None else None
         view = load_view(checkpoint, ds.schema, loader, device)
-        layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
+        layer_list = split_layers(layers)
         kw = dict(bins=bins, sample_size=sample_size, hist_rate=hist_rate, engine=engine)
 
         def summarise(d: str, r: NeuronSummary | None) -> NeuronSummary:
@@ -89,17 +79,11 @@ def register(app: typer.Typer) -> None:
                 "out": None if out is None else str(out),
                 "stored": stored,
             }
-            print(json.dumps(obj, default=_nan_free))
+            print_json(obj)
             return
         _print(view.name, version, day, lay, cmp, health)
         if stored:
             print(stored)
-
-
-def _nan_free(x: object) -> object:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return str(x)
 
 
 def _fmt(x: float, spec: str = ".4f") -> str:

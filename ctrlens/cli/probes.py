@@ -3,64 +3,54 @@
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ctrlens.cli._loading import CHECKPOINT_HELP, DB_HELP, MODEL_HELP, load_view, loader_option, store_results
-from ctrlens.errors import InputError
+from ctrlens.cli._loading import load_view, open_inputs, print_json, split_layers, store_results
+from ctrlens.cli._options import BatchSize, Checkpoint, Data, Device, Heads, Layers, Loader, ResultsDb, ResultsModel, Seed
 
 
 def register(app: typer.Typer) -> None:
     @app.command("probes")
     def probes(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
-        loader: Optional[str] = loader_option(),
-        data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
+        *,
+        checkpoint: Checkpoint,
+        loader: Loader = None,
+        data: Data,
         train_day: str = typer.Option(..., "--train-day", help="Day the probes are fitted on (its held-out rows are scored too)."),
         eval_days: Optional[str] = typer.Option(
             None, "--eval-days", help="Days to score: 'D1,D2', a range 'D1:D5' or 'all' (default: up to 7 days after --train-day)."
         ),
-        layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layer names or globs (default: all), e.g. 'embedding,mlp.*'."),
-        head: list[str] = typer.Option(["ctr"], "--head", help="Head(s) to probe; repeat (e.g. --head ctr --head cvr) or 'all'."),
+        layers: Layers = None,
+        head: Heads = ["ctr"],  # noqa: B006 (typer reads the default; never mutated)
         C: float = typer.Option(1.0, "--C", help="Inverse L2 strength, as scikit-learn's LogisticRegression(C=...)."),
         max_rows: int = typer.Option(20000, "--max-rows", help="Training rows sampled from --train-day."),
         holdout: float = typer.Option(0.2, "--holdout", help="Share of --train-day rows held out for scoring."),
         max_eval_rows: int = typer.Option(100000, "--max-eval-rows", help="Rows sampled per scored day."),
         tol: float = typer.Option(0.01, "--tol", help="AUC drop from a layer's input that is reported as information loss."),
-        batch_size: int = typer.Option(4096, "--batch-size"),
-        seed: int = typer.Option(0, "--seed"),
-        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N (model and probes)."),
+        batch_size: BatchSize = 4096,
+        seed: Seed = 0,
+        device: Device = "cpu",
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object (rows, meta, findings)."),
-        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-        model_name: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
+        db: ResultsDb = None,
+        model_name: ResultsModel = None,
     ) -> None:
         """How much click (or conversion) signal each layer carries, and how it decays over days."""
         import pandas as pd
-        import torch
 
-        from ctrlens.data import DailyDataset
         from ctrlens.probes import ProbeSuite
         from ctrlens.train import parse_days
 
-        if not checkpoint.exists():
-            raise InputError(f"--checkpoint {checkpoint}: no such file")
-        ds = DailyDataset(data)
-        days = list(ds.days())
-        if train_day not in days:
-            raise InputError(f"--train-day {train_day!r} is not in {data}; days: {days}")
+        ds, days = open_inputs(checkpoint, data, device, {"--train-day": train_day})
         if eval_days is None:
             later = [d for d in days if d > train_day][:7]
         else:
             later = [d for d in parse_days(eval_days, days, "--eval-days") if d != train_day]
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine")
         view = load_view(checkpoint, ds.schema, loader, device)
         version = view.version
         heads = [h for h, spec in view.heads.items() if spec.label is not None] if head == ["all"] else head
-        layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
+        layer_list = split_layers(layers)
 
         frames, findings, metas, results = [], [], [], []
         for h in heads:
@@ -83,18 +73,12 @@ def register(app: typer.Typer) -> None:
 
         if as_json:
             rows = json.loads(frame.to_json(orient="records"))
-            print(json.dumps({"kind": "probe", "model_version": version, "checkpoint": str(checkpoint),
-                              "rows": rows, "meta": metas, "findings": findings, "stored": stored}, default=_nan_free))
+            print_json({"kind": "probe", "model_version": version, "checkpoint": str(checkpoint),
+                        "rows": rows, "meta": metas, "findings": findings, "stored": stored})
             return
         _print_tables(frame, findings, view.name, version, tol)
         if stored:
             print(stored)
-
-
-def _nan_free(x: object) -> object:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return str(x)
 
 
 def _print_tables(frame, findings: list[dict], model: str, version: str | None, tol: float) -> None:

@@ -7,13 +7,14 @@ from typing import Optional
 
 import typer
 
-from ctrlens.cli._loading import loader_option
+from ctrlens.cli._options import Loader, StoreUrl
 
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        db: Optional[str] = typer.Option(None, "--db", help="Database URL (default: $CTRLENS_DB or sqlite:///runs/ctrlens.sqlite)."),
+        *,
+        db: StoreUrl = None,
         model: str = typer.Option(..., "--model", help="Model name as in the nightly config."),
         day: Optional[str] = typer.Option(None, "--day", help="Day (default: the model's latest nightly day; with --checkpoint, "
                                           "the latest day that checkpoint's version ran)."),  # fmt: skip
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = typer.Option(
             None, "--checkpoint", help="Report on this checkpoint's model version (worked out from the file; needs --data)."
         ),
-        loader: Optional[str] = loader_option(),
+        loader: Loader = None,
         data: Optional[Path] = typer.Option(None, "--data", help="Dataset root whose schema the checkpoint is loaded for (with --checkpoint)."),
     ) -> None:
         """The daily report of a model (findings, drift, quality, saliency, layers), built from the store."""

@@ -7,22 +7,24 @@ from typing import Optional
 
 import typer
 
-from ctrlens.cli._loading import CHECKPOINT_HELP, DB_HELP, MODEL_HELP, load_view, loader_option, store_results
+from ctrlens.cli._loading import load_view, store_results
+from ctrlens.cli._options import BatchSize, Checkpoint, Data, Device, Heads, LatestDay, Loader, ResultsDb, ResultsModel, Seed
 from ctrlens.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("saliency")
     def saliency(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help=CHECKPOINT_HELP),
-        loader: Optional[str] = loader_option(),
-        data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
+        *,
+        checkpoint: Checkpoint,
+        loader: Loader = None,
+        data: Data,
         out: Path = typer.Option(..., "--out", help="report.html (standalone page) or report.json."),
-        day: Optional[str] = typer.Option(None, "--day", help="Day to analyse (default: the latest)."),
+        day: LatestDay = None,
         method: str = typer.Option("input_x_gradient", "--method",
                                    help="input_x_gradient (default: ranks fields like permutation importance) | saliency "
                                         "| integrated_gradients."),
-        head: list[str] = typer.Option(["ctr"], "--head", help="Head(s) to attribute; repeat, or 'all'."),
+        head: Heads = ["ctr"],  # noqa: B006 (typer reads the default; never mutated)
         compare_day: Optional[str] = typer.Option(
             None, "--compare-day", help="Reference day: the report shows each field's change of share from it."
         ),
@@ -32,12 +34,12 @@ def register(app: typer.Typer) -> None:
         ),
         target: str = typer.Option("logit", "--target", help="logit (recommended) | probability."),
         max_rows: int = typer.Option(20000, "--max-rows", help="Rows sampled from the day."),
-        batch_size: int = typer.Option(4096, "--batch-size"),
+        batch_size: BatchSize = 4096,
         n_steps: int = typer.Option(16, "--n-steps", help="Integrated Gradients steps."),
-        seed: int = typer.Option(0, "--seed"),
-        device: str = typer.Option("cpu", "--device"),
-        db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-        model_name: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
+        seed: Seed = 0,
+        device: Device = "cpu",
+        db: ResultsDb = None,
+        model_name: ResultsModel = None,
     ) -> None:
         """Which feature fields drive the model's predictions on a day (captum gradients per field)."""
         suffix = out.suffix.lower()

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from ctrlens.cli._options import Data
 from ctrlens.errors import InputError
 
 
@@ -29,7 +30,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        data: Path = typer.Option(..., "--data", help="Dataset root (schema.json + day=YYYY-MM-DD/)."),
+        *,
+        data: Data,
         model: str = typer.Option(..., "--model", help="base | din | dicm | esmm | pal | xdeepfm."),
         days: str = typer.Option(..., "--days", help="Training days: A:B (inclusive), A,B,C or 'all'."),
         out: Path = typer.Option(..., "--out", help="Run directory for checkpoints and train.json."),

@@ -34,7 +34,7 @@ SCHEMA_FILE = "schema.json"
 SCHEMA_VERSION = 1
 
 
-from ctrlens.errors import InputError
+from ctrlens.errors import InputError, read_json
 
 
 class SchemaError(InputError):
@@ -283,12 +283,7 @@ class Schema:
 
     def table_of(self, name: str) -> TableField:
         """The field whose vocabulary a sparse, sequence or bag field uses."""
-        f = self[name]
-        if isinstance(f, SequenceField):
-            return self.tables()[f.table]
-        if isinstance(f, (SparseField, BagField)):
-            return self.tables()[f.table_name]
-        raise SchemaError(f"field {name!r} is {f.kind}, it has no embedding table")
+        return self.tables()[self.table_name_of(name)]
 
     def table_name_of(self, name: str) -> str:
         """The embedding table a sparse, sequence or bag field looks up."""
@@ -455,10 +450,5 @@ class Schema:
     def load(cls, root: str | Path) -> "Schema":
         root = Path(root)
         p = root / SCHEMA_FILE if root.is_dir() or not root.suffix else root
-        if not p.exists():
-            raise SchemaError(f"{p}: schema file not found (every dataset root needs a {SCHEMA_FILE}; see docs/data-format.md)")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise SchemaError(f"{p}: not valid JSON ({e})") from None
+        d = read_json(p, SchemaError, f"schema file not found (every dataset root needs a {SCHEMA_FILE}; see docs/data-format.md)")
         return cls.from_dict(d, source=str(p))

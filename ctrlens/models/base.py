@@ -1,6 +1,8 @@
 """The base class of ctrlens' reference models: config, named parts, ``lens()`` and losses.
 
-A subclass builds its blocks in ``__init__``, computes a dict of named outputs in ``forward``
+A subclass builds its blocks in :meth:`CTRModel.build` (called by ``__init__`` once the config is
+checked; the shared parts come from :meth:`CTRModel.embed_inputs`, :meth:`CTRModel.concat_inputs` and
+:meth:`CTRModel.mlp_block`), computes a dict of named outputs in ``forward``
 (head probabilities ``[B]`` under the head name, logits under ``<head>_logit``, extras such as
 attention weights), and names its parts:
 
@@ -27,6 +29,7 @@ from ctrlens.data.batch import Batch
 from ctrlens.data.schema import Schema
 from ctrlens.errors import InputError
 from ctrlens.models.blocks.embedding import FieldEmbedding, module_key, sequence_mask
+from ctrlens.models.blocks.mlp import MLP
 from ctrlens.models.interface import FieldSpec, HeadSpec, LayerSpec, ModelView, Tap
 
 
@@ -53,6 +56,25 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class MLPConfig(ModelConfig):
+    """:class:`ModelConfig` plus the options of the model's MLPs (see :meth:`CTRModel.mlp_block`).
+
+    Attributes:
+        activation: hidden activation (:data:`ctrlens.models.blocks.ACTIVATIONS` name).
+        batch_norm: batch normalisation before each activation.
+        dropout: dropout probability after each activation (0 = none).
+    """
+
+    activation: str = "relu"
+    batch_norm: bool = False
+    dropout: float = 0.0
+
+
+#: The schema kinds a reference model embeds as its ordinary inputs (images and the position are opt-in).
+INPUT_KINDS: tuple[str, ...] = ("sparse", "sequence", "bag", "dense")
 
 
 def call_model(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
@@ -84,12 +106,22 @@ class CTRModel(nn.Module):
         schema: the dataset schema the model is built for (kept as ``self.schema``).
         config: the model's frozen config (``self.config``); ``None`` = the default config.
 
-    Subclasses set :attr:`name` and :attr:`config_class`, and implement ``forward``,
-    :meth:`field_specs` and :meth:`layer_specs`.
+    Subclasses set :attr:`name` and :attr:`config_class` (``class M(CTRModel, name=..., config=...)``), build their blocks in :meth:`build` (or
+    in their own ``__init__`` after ``super().__init__``), and implement ``forward`` and
+    :meth:`layer_specs` (and :meth:`field_specs` when the fields are not ``self.embed``'s).
     """
 
     name: ClassVar[str] = "model"
     config_class: ClassVar[type] = ModelConfig
+
+    def __init_subclass__(cls, *, name: str | None = None, config: type | None = None, **kw: Any) -> None:
+        """``class DINModel(CTRModel, name="din", config=DINConfig)`` sets :attr:`name` and
+        :attr:`config_class` (class attributes of the same names work too)."""
+        super().__init_subclass__(**kw)
+        if name is not None:
+            cls.name = name
+        if config is not None:
+            cls.config_class = config
 
     def __init__(self, schema: Schema, config: ModelConfig | None = None):
         super().__init__()
@@ -102,10 +134,16 @@ class CTRModel(nn.Module):
         for f in cfg.exclude_fields:
             if f not in schema:
                 raise InputError(f"model {self.name!r}: exclude_fields names {f!r}, which is not in the schema; fields: {list(schema.names)}")
+        self.build(cfg)
 
     # -- what a subclass provides -------------------------------------------------------------
+    def build(self, config: Any) -> None:
+        """Build the model's blocks from its (checked) ``config``; modules are registered, and so
+        initialised from the RNG, in the order this assigns them. Default: nothing."""
+
     def field_specs(self) -> dict[str, FieldSpec]:
-        raise NotImplementedError
+        """One tap per embedded field: :meth:`field_embedding`'s."""
+        return self.field_embedding().field_specs()
 
     def layer_specs(self) -> list[LayerSpec]:
         raise NotImplementedError
@@ -134,6 +172,26 @@ class CTRModel(nn.Module):
     def pick_fields(self, kinds: Sequence[str]) -> list[str]:
         """Schema fields of the given kinds, in schema order, minus ``config.exclude_fields``."""
         return [f.name for f in self.schema.fields if f.kind in kinds and f.name not in self.config.exclude_fields]
+
+    def embed_inputs(self, *, position: bool = False) -> int:
+        """Build ``self.embed`` (the :class:`FieldEmbedding` of the :data:`INPUT_KINDS` fields, plus the
+        position field when ``position``; widths from ``config.embedding_dim``) and ``self.concat``
+        (the ``nn.Identity`` whose output is the ``embedding`` layer). Returns the summed field width."""
+        kinds = INPUT_KINDS + (("position",) if position else ())
+        self.embed = FieldEmbedding(self.schema, self.pick_fields(kinds), self.config.embedding_dim)
+        self.concat = nn.Identity()
+        return sum(self.embed.dims.values())
+
+    def concat_inputs(self, batch: Batch) -> Tensor:
+        """``self.embed``'s fields (sequences sum-pooled) concatenated through ``self.concat``: ``[B, sum D]``."""
+        fields = self.embed.pooled(self.embed(batch), batch)
+        return self.concat(torch.cat(list(fields.values()), dim=-1))
+
+    def mlp_block(self, in_dim: int, hidden: Sequence[int]) -> MLP:
+        """An :class:`MLP` ``[B, in_dim] -> [B, hidden[-1]]`` with the :class:`MLPConfig` options
+        (activation, batch_norm, dropout) of ``self.config``."""
+        c = self.config
+        return MLP(in_dim, hidden, c.activation, c.batch_norm, c.dropout)  # type: ignore[attr-defined]
 
     @staticmethod
     def logit_spec(head: str, module: nn.Module) -> LayerSpec:

@@ -97,7 +97,58 @@ class DenseEmbedding(nn.Module):
         return x * self.weight if self.mode == "vector" else self.linear(x)
 
 
-class FieldEmbedding(nn.Module):
+#: Field kinds looked up in an embedding table (``schema.table_name_of``).
+ID_FIELD_TYPES = (SparseField, SequenceField, BagField)
+
+
+class FieldTables(nn.Module):
+    """What :class:`FieldEmbedding` and :class:`FieldLinear` share: per field its kind, its table
+    (id fields: sparse, sequence, bag) and a bag's pooling, the ``tables`` ``ModuleDict`` (filled by
+    the subclass, keyed by :func:`module_key` of the table name), and the lookup of an id field.
+
+    Holds no parameters itself, so subclasses' ``state_dict`` names are theirs alone.
+    """
+
+    def __init__(self, schema: Schema, fields: Sequence[str]):
+        super().__init__()
+        self.fields: tuple[str, ...] = tuple(fields)
+        self.kinds: dict[str, str] = {}
+        self.table_of: dict[str, str] = {}
+        self.pooling: dict[str, str] = {}
+        self.tables = nn.ModuleDict()
+        for name in self.fields:
+            if name not in schema:
+                raise InputError(f"field {name!r} is not in the schema; fields are {list(schema.names)}")
+            f = schema[name]
+            self.kinds[name] = f.kind
+            if isinstance(f, BagField):
+                self.pooling[name] = f.pooling
+            if isinstance(f, ID_FIELD_TYPES):
+                self.table_of[name] = schema.table_name_of(name)
+
+    def lookup(self, batch: Batch, name: str) -> Tensor:
+        """Id field ``name`` looked up in its table ``[V, D]``: sparse ``[B, D]``; sequence ``[B, L, D]``,
+        zero at padding; bag ``[B, D]``, pooled by :func:`pool_bag` as the schema says."""
+        table = self.tables[module_key(self.table_of[name])]
+        x = batch.features[name]
+        kind = self.kinds[name]
+        if kind == "bag":
+            return pool_bag(table.weight, x, bag_weights(batch, name), self.pooling[name])
+        e = table(x)
+        if kind == "sequence":
+            e = e * sequence_mask(batch, name).unsqueeze(-1).to(e.dtype)
+        return e
+
+    def table_modules(self) -> dict[str, nn.Embedding]:
+        """Table name -> its ``nn.Embedding``."""
+        return {t: self.tables[module_key(t)] for t in dict.fromkeys(self.table_of.values())}  # type: ignore[misc]
+
+    def fields_of_table(self, table: str) -> list[str]:
+        """The fields (sparse, sequence and bag) that look up ``table``."""
+        return [f for f, t in self.table_of.items() if t == table]
+
+
+class FieldEmbedding(FieldTables):
     """Embeds chosen sparse, sequence, dense and position fields of a schema.
 
     Args:
@@ -123,33 +174,18 @@ class FieldEmbedding(nn.Module):
         init_std: float = 1e-2,
         dense_mode: str = "vector",
     ):
-        super().__init__()
+        super().__init__(schema, fields)
         self.schema = schema
-        self.fields: tuple[str, ...] = tuple(fields)
-        self.kinds: dict[str, str] = {}
-        self.table_of: dict[str, str] = {}
-        self.pooling: dict[str, str] = {}
         self.dims: dict[str, int] = {}
-        self.tables = nn.ModuleDict()
         self.dense = nn.ModuleDict()
         self.taps = nn.ModuleDict()
         self.position: nn.Embedding | None = None
         defining = schema.tables()
-        used = []
-        for name in self.fields:
-            if name not in schema:
-                raise InputError(f"field {name!r} is not in the schema; fields are {list(schema.names)}")
-            f = schema[name]
-            if isinstance(f, (SparseField, SequenceField, BagField)):
-                used.append(schema.table_name_of(name))
-        width = dim or max([defining[t].embedding_dim for t in used] or [8])
+        width = dim or max([defining[t].embedding_dim for t in self.table_of.values()] or [8])
         for name in self.fields:
             f = schema[name]
-            self.kinds[name] = f.kind
-            if isinstance(f, BagField):
-                self.pooling[name] = f.pooling
-            if isinstance(f, (SparseField, SequenceField, BagField)):
-                t = schema.table_name_of(name)
+            if name in self.table_of:
+                t = self.table_of[name]
                 spec = defining[t]
                 d = dim or spec.embedding_dim
                 if module_key(t) not in self.tables:
@@ -158,7 +194,6 @@ class FieldEmbedding(nn.Module):
                     with torch.no_grad():
                         emb.weight[0].zero_()
                     self.tables[module_key(t)] = emb
-                self.table_of[name] = t
                 self.dims[name] = d
             elif isinstance(f, DenseField):
                 self.dense[module_key(name)] = DenseEmbedding(width, dense_mode, init_std)
@@ -181,20 +216,12 @@ class FieldEmbedding(nn.Module):
         for name in self.fields:
             if name not in batch.features:
                 raise InputError(f"batch has no feature {name!r}, which the model embeds; batch features: {sorted(batch.features)}")
-            x = batch.features[name]
-            kind = self.kinds[name]
-            if kind == "sparse":
-                e = self.tables[module_key(self.table_of[name])](x)
-            elif kind == "sequence":
-                mask = sequence_mask(batch, name)
-                e = self.tables[module_key(self.table_of[name])](x) * mask.unsqueeze(-1).to(torch.float32)
-            elif kind == "bag":
-                table = self.tables[module_key(self.table_of[name])]
-                e = pool_bag(table.weight, x, bag_weights(batch, name), self.pooling[name])
-            elif kind == "dense":
-                e = self.dense[module_key(name)](x)
+            if name in self.table_of:
+                e = self.lookup(batch, name)
+            elif self.kinds[name] == "dense":
+                e = self.dense[module_key(name)](batch.features[name])
             else:
-                e = self.position(x)  # type: ignore[misc]
+                e = self.position(batch.features[name])  # type: ignore[misc]
             out[name] = self.taps[module_key(name)](e)
         return out
 
@@ -207,14 +234,6 @@ class FieldEmbedding(nn.Module):
             out[name] = FieldSpec(name, tap, kind)  # type: ignore[arg-type]
         return out
 
-    def table_modules(self) -> dict[str, nn.Embedding]:
-        """Table name -> its ``nn.Embedding``."""
-        return {t: self.tables[module_key(t)] for t in dict.fromkeys(self.table_of.values())}  # type: ignore[misc]
-
-    def fields_of_table(self, table: str) -> list[str]:
-        """The embedded fields (sparse, sequence and bag) that look up ``table``."""
-        return [f for f, t in self.table_of.items() if t == table]
-
     def pooled(self, out: dict[str, Tensor], batch: Batch, skip: Sequence[str] = ()) -> dict[str, Tensor]:
         """Field -> ``[B, D]``: sequences sum-pooled over real positions; ``skip`` left out."""
         return {
@@ -224,7 +243,7 @@ class FieldEmbedding(nn.Module):
         }
 
 
-class FieldLinear(nn.Module):
+class FieldLinear(FieldTables):
     """The linear (LR) part of a model: ``b + sum_fields w(field value)``.
 
     Sparse fields look up a scalar weight per id (one ``[V + 2, 1]`` table per embedding table,
@@ -235,22 +254,13 @@ class FieldLinear(nn.Module):
     """
 
     def __init__(self, schema: Schema, fields: Sequence[str]):
-        super().__init__()
-        self.fields = tuple(fields)
-        self.kinds: dict[str, str] = {}
-        self.table_of: dict[str, str] = {}
-        self.pooling: dict[str, str] = {}
-        self.tables = nn.ModuleDict()
+        super().__init__(schema, fields)
         self.dense = nn.ParameterDict()
         defining = schema.tables()
         for name in self.fields:
             f = schema[name]
-            self.kinds[name] = f.kind
-            if isinstance(f, BagField):
-                self.pooling[name] = f.pooling
-            if isinstance(f, (SparseField, SequenceField, BagField)):
-                t = schema.table_name_of(name)
-                self.table_of[name] = t
+            if name in self.table_of:
+                t = self.table_of[name]
                 if module_key(t) not in self.tables:
                     w = nn.Embedding(defining[t].num_embeddings, 1, padding_idx=0)
                     nn.init.zeros_(w.weight)
@@ -265,17 +275,11 @@ class FieldLinear(nn.Module):
         n = len(batch)
         total = self.bias.expand(n).clone()
         for name in self.fields:
-            x = batch.features[name]
-            kind = self.kinds[name]
-            if kind == "dense":
-                total = total + x.to(torch.float32) * self.dense[module_key(name)]
+            if self.kinds[name] == "dense":
+                total = total + batch.features[name].to(torch.float32) * self.dense[module_key(name)]
                 continue
-            table = self.tables[module_key(self.table_of[name])]
-            if kind == "bag":
-                total = total + pool_bag(table.weight, x, bag_weights(batch, name), self.pooling[name]).squeeze(-1)
-                continue
-            w = table(x).squeeze(-1)  # [B] or [B, L]
-            if kind == "sequence":
-                w = (w * sequence_mask(batch, name).to(w.dtype)).sum(1)
-            total = total + w
+            w = self.lookup(batch, name)  # [B, 1], or [B, L, 1] for a sequence (0 at padding)
+            if self.kinds[name] == "sequence":
+                w = w.sum(1)
+            total = total + w.squeeze(-1)
         return total.unsqueeze(-1)

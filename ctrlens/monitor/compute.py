@@ -854,8 +854,8 @@ def _predictions(view: ModelView, batches: list[Batch], heads: list[str], device
     """head -> (labels ``[n]``, predicted probabilities ``[n]``) over ``batches`` (masked rows removed)."""
     from ctrlens.metrics import accumulate
 
-    accs = accumulate(view, batches, heads, device=device)
-    return {h: a.arrays()[:2] for h, a in accs.items() if a.preds}
+    accs = accumulate(view, batches, heads, device=device, keep_rows=True)
+    return {h: a.arrays()[:2] for h, a in accs.items() if a.rows}
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -165,10 +165,17 @@ def hooked_pass(view: ModelView, batches: Iterable[Batch], heads: list[str], *, 
                         acc[0] += float(s[pos == v].sum())
                         acc[1] += float((pos == v).sum())
                 del out
-                for k, fn in consumers.items():  # forwards outside mon.forward are not watched
-                    t0 = time.perf_counter()
-                    fn(b)
-                    spent[k] += time.perf_counter() - t0
+                if consumers:
+                    # their forwards are not watched: run them with the taps detached (no hook calls,
+                    # and the attention unit may then skip padding: ~1.4x faster permutations)
+                    mon.__exit__(None, None, None)
+                    try:
+                        for k, fn in consumers.items():
+                            t0 = time.perf_counter()
+                            fn(b)
+                            spent[k] += time.perf_counter() - t0
+                    finally:
+                        mon.__enter__()
     finally:
         model.train(was)
     if seconds is not None:
@@ -212,11 +219,19 @@ class _Memo:
         self.saved: dict[tuple[int, int], tuple[Any, Any]] = {}
         self.calls = [0] * len(self.blocks)
         self.hits = 0
+        #: ``(field, perm)`` of a replayed forward whose batch is the recorded one with that field's
+        #: rows permuted (set by the caller): a field-wise embedding block then permutes its recorded
+        #: output for that field instead of looking every field up again
+        self.permuted: tuple[str, torch.Tensor] | None = None
+        from ctrlens.models.blocks.embedding import FieldEmbedding
+
+        self.fieldwise = {i for i, m in enumerate(self.blocks) if isinstance(m, FieldEmbedding)}
 
     def start(self, mode: str) -> None:
         """Begin a forward in ``record`` or ``replay`` mode."""
         self.mode = mode
         self.calls = [0] * len(self.blocks)
+        self.permuted = None
         if mode == "record":
             self.saved = {}
 
@@ -240,16 +255,42 @@ class _Memo:
             self.calls[i] += 1
             if self.mode == "replay":
                 hit = self.saved.get(key)
-                if hit is not None and _same((args, kwargs), hit[0]):
+                if i in self.fieldwise:
+                    if hit is not None and self.permuted is not None:
+                        out = self._permuted_embedding(self.blocks[i], hit[1], *self.permuted)
+                        if out is not None:
+                            self.hits += 1
+                            return out
+                elif hit is not None and _same((args, kwargs), hit[0]):
                     self.hits += 1
                     return _clone(hit[1])
                 return forward(*args, **kwargs)
             out = forward(*args, **kwargs)
-            if _comparable((args, kwargs)):
+            if i in self.fieldwise and isinstance(out, dict):
+                self.saved[key] = (None, _clone(out))
+            elif _comparable((args, kwargs)):
                 self.saved[key] = (_clone((args, kwargs)), _clone(out))
             return out
 
         return run
+
+
+    @staticmethod
+    def _permuted_embedding(block: Any, saved: dict[str, torch.Tensor], name: str, perm: torch.Tensor) -> dict | None:
+        """A :class:`~ctrlens.models.blocks.embedding.FieldEmbedding`'s output with field ``name``'s
+        rows permuted: each field's vectors depend on that field's values (and mask) alone, and a
+        lookup, a masked lookup or a dense field's ``x * v`` of permuted rows is the permuted rows of
+        the lookup (bit for bit). ``None`` (run the block) for other kinds (bags, linear dense)."""
+        from ctrlens.models.blocks.embedding import module_key
+
+        if name in block.fields:
+            kind = block.kinds[name]
+            if not (kind in ("sparse", "sequence", "position")
+                    or (kind == "dense" and block.dense[module_key(name)].mode == "vector")):  # fmt: skip
+                return None
+        # the other fields' tensors as recorded, not copies: the reference models' blocks do not write
+        # into their inputs (the memo runs only for them; tested against the brute force)
+        return {k: v[perm] if k == name else v for k, v in saved.items()}
 
 
 def _comparable(x: Any) -> bool:
@@ -402,6 +443,7 @@ class PermutationImportance:
                 continue
             if memo is not None:
                 memo.start("replay")
+                memo.permuted = (f, perm)
             cur = _row_losses(self.view, self.view(pc), pc, self.heads)
             for h in self.heads:
                 d = (cur[h][0] - base[h][0]).cpu().numpy()

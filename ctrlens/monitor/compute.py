@@ -338,6 +338,9 @@ class _DeltaAcc:
     rank: list[np.ndarray] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)
     held: int = 0
+    #: the largest rank kept by the last prune (``k`` rows held): a later row of larger rank can never
+    #: enter the bottom-k, so it is not held at all (memory stays ~k rows however long the day)
+    bound: Any = None
 
     def add(self, d: np.ndarray, rank: np.ndarray) -> None:
         nb = float(d.size)
@@ -350,6 +353,9 @@ class _DeltaAcc:
         self.mean += delta * nb / n
         self.m2 += m2b + delta * delta * self.n * nb / n
         self.n = n
+        if self.bound is not None:
+            keep = rank <= self.bound
+            d, rank = d[keep], rank[keep]
         self.rank.append(rank)
         self.values.append(d)
         self.held += d.size
@@ -361,6 +367,8 @@ class _DeltaAcc:
         if r.size > self.k:
             keep = np.argpartition(r, self.k - 1)[: self.k]
             r, v = r[keep], v[keep]
+        if r.size >= self.k and r.size:
+            self.bound = r.max()
         self.rank, self.values, self.held = [r], [v], int(r.size)
 
     def sample(self) -> np.ndarray:

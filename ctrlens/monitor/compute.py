@@ -689,11 +689,10 @@ def preload() -> None:
     """Import what :func:`compute_day` imports on first use (probes, saliency -- captum pulls in
     matplotlib --, neuron statistics, field statistics): a fleet's parent calls it before forking its
     workers, so that they share the imported modules instead of each importing them again (~1-2 s)."""
-    import ctrlens.data.stats  # noqa: F401
-    import ctrlens.metrics  # noqa: F401
-    import ctrlens.neurons  # noqa: F401
-    import ctrlens.probes  # noqa: F401
-    import ctrlens.saliency  # noqa: F401
+    import importlib
+
+    for name in ("ctrlens.data.stats", "ctrlens.metrics", "ctrlens.neurons", "ctrlens.probes", "ctrlens.saliency"):
+        importlib.import_module(name)
 
 
 def compute_day(

@@ -12,10 +12,11 @@ on training) on a synthetic world (``ctrlens.synth.generate``, images 32x32). On
   day of 20k rows; process CPU seconds (wall time on a shared machine mostly measures the run
   queue), best of ``--reps``. Interleaved with it, the permutation importance as it was computed
   before (every sample row in one batch, one whole forward per field, images decoded): its ratio.
-  Target: <= 2.5 s per model-day.
+  Target: <= 2.5 s per model-day. Also reported: ``startup_s``, the imports of a fresh
+  ``ctrlens nightly`` (once per invocation, not per model-day).
 * ``whole_day``: ``rows.neurons: 0`` (the whole day through the hooked pass, permutation importance
   and dependence sample; probes and saliency keep their samples) at two day sizes, each in a fresh
-  child process: peak RSS (``VmHWM``) of the process, its rise over the RSS after set-up, and CPU
+  child process (one per size unless ``--reps``; ~4 min on a quiet core): peak RSS (``VmHWM``) of the process, its rise over the RSS after set-up, and CPU
   seconds per row. The larger day is the smaller one's Parquet files repeated (reading, mapping
   and every statistic do the same work per row). Targets: peak(large) <= 1.3 x peak(small),
   time/row(large) <= 1.2 x time/row(small).

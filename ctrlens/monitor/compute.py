@@ -691,8 +691,12 @@ def preload() -> None:
     workers, so that they share the imported modules instead of each importing them again (~1-2 s)."""
     import importlib
 
-    for name in ("ctrlens.data.stats", "ctrlens.metrics", "ctrlens.neurons", "ctrlens.probes", "ctrlens.saliency"):
-        importlib.import_module(name)
+    for name in ("ctrlens.data.stats", "ctrlens.metrics", "ctrlens.neurons", "ctrlens.probes", "ctrlens.saliency",
+                 "pyarrow.dataset", "reference_models"):  # fmt: skip
+        try:
+            importlib.import_module(name)
+        except ImportError:  # reference_models lives beside the package (a source checkout): optional here
+            pass
 
 
 def compute_day(

@@ -214,3 +214,78 @@ def test_pal_ctr_head_is_calibrated_against_what_clicks_estimate() -> None:
     assert q.loc["plain", "calibration"] == pytest.approx(pctr.sum() / click.sum(), rel=1e-5)  # ~1 / mean(seen)
     assert q.loc["plain", "calibration"] > 1.5
     assert q.loc["ctr", "auc"] == q.loc["plain", "auc"]  # ranking still of the served pCTR
+
+
+# -- the streaming accumulator ----------------------------------------------------------------
+
+
+def _acc_of(y, p, u, *, bs: int, keep_rows: bool = False) -> M.HeadAccumulator:
+    a = M.HeadAccumulator("ctr", keep_rows=keep_rows)
+    for s in range(0, len(y), bs):
+        a.add(y[s:s + bs], p[s:s + bs], None if u is None else u[s:s + bs])
+    return a
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_accumulator_auc_gauc_exactly_the_one_shot_functions(seed: int, monkeypatch) -> None:
+    """8 bytes a row, yet AUC and GAUC are the one-shot functions' numbers bit for bit (ties, users
+    of one class, negative ids, -0.0), and shards merged (overlapping users, in any order) equal one
+    accumulator over all rows. Small scan blocks and joins: the carries across blocks are exercised."""
+    monkeypatch.setattr(M, "_SCAN_ROWS", 97)
+    monkeypatch.setattr(M, "_JOIN_CHUNKS", 3)
+    rng = np.random.default_rng(seed)
+    n = 5000
+    u = rng.integers(0, 400, n) * 13 - 2000  # many groups, negative ids
+    y = (rng.random(n) < 0.3).astype(np.float32)
+    u[:40] = 999_999  # one user, all negatives
+    y[:40] = 0
+    p = np.round(rng.random(n) * 0.5 + 0.3 * y, 2).astype(np.float32)  # heavy ties, within users too
+    p[rng.random(n) < 0.05] = -0.0  # ties +0.0
+    p[rng.random(n) < 0.05] = 0.0
+    y64, p64 = y.astype(np.float64), p.astype(np.float64)
+    want_auc, want = M.auc(y64, p64), M.gauc_detail(y64, p64, u)
+    assert want_auc == pytest.approx(brute_auc(y, p), abs=1e-12)
+    assert want.gauc == pytest.approx(brute_gauc(y, p, u), abs=1e-12)
+
+    whole = _acc_of(y, p, u, bs=123)
+    row = whole.row()
+    assert row["auc"] == want_auc and row["gauc"] == want.gauc  # exact
+    assert whole.gauc_info == want
+    assert row["rows"] == n and row["positives"] == int(y.sum())
+    assert row["logloss"] == pytest.approx(M.logloss(y64, p64), rel=1e-12)
+    assert row["ne"] == pytest.approx(M.ne(y64, p64), rel=1e-12)
+    assert row["calibration"] == pytest.approx(M.calibration(y64, p64), rel=1e-12)
+    assert row["score_hist_json"] == M.score_histogram(p64, float(y64.mean()))
+    assert whole.row() == row  # results do not consume the rows
+
+    # shards (interleaved rows: users in several shards), merged in another order
+    parts = [np.arange(n)[k::3] for k in range(3)]
+    shards = [_acc_of(y[i], p[i], u[i], bs=77) for i in parts]
+    merged = shards[2]
+    merged.merge(shards[0])
+    merged.merge(shards[1])
+    mrow = merged.row()
+    assert mrow["auc"] == want_auc and mrow["gauc"] == want.gauc and merged.gauc_info == want
+    assert mrow["score_hist_json"] == row["score_hist_json"] and mrow["positives"] == row["positives"]
+    assert mrow["logloss"] == pytest.approx(row["logloss"], rel=1e-12)
+
+    # without user ids: AUC only
+    nou = _acc_of(y, p, None, bs=500).row()
+    assert nou["auc"] == want_auc and math.isnan(nou["gauc"])
+
+
+def test_accumulator_edge_cases_and_kept_rows() -> None:
+    a = M.HeadAccumulator("ctr")
+    r = a.row()
+    assert r["rows"] == 0 and math.isnan(r["auc"]) and math.isnan(r["gauc"]) and sum(r["score_hist_json"]["counts"]) == 0
+    a.add(np.ones(5), np.linspace(0, 1, 5), np.arange(5))  # one class only
+    r = a.row()
+    assert math.isnan(r["auc"]) and math.isnan(r["gauc"]) and a.gauc_info.users_skipped == 5
+    with pytest.raises(InputError, match="labels have 2 rows but user ids have 3"):
+        a.add([0, 1], [0.1, 0.2], [1, 2, 3])
+    with pytest.raises(InputError, match="keep_rows=True"):
+        a.arrays()
+    y, p = np.array([0, 1, 1, 0.0]), np.array([0.5, 0.25, 0.75, 0.125])
+    k = _acc_of(y, p, np.array([3, 1, 3, 1]), bs=3, keep_rows=True)
+    ky, kp, ku = k.arrays()
+    assert ky.tolist() == y.tolist() and kp.tolist() == p.tolist() and ku.tolist() == [3, 1, 3, 1]

@@ -334,3 +334,28 @@ def test_local_activation_unit_factored_inference_equals_the_explicit_input(acti
         h.remove()
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["prelu", "dice"])
+def test_local_activation_unit_inference_on_real_positions_only(activation):
+    """With padding and nothing watching its inner layers, eval inference scores only the real
+    positions (packed): the same weights and pooled output as the padded computation; a tap on an
+    inner layer (it expects ``[B, L, H]``) keeps the padded path."""
+    torch.manual_seed(1)
+    unit = LocalActivationUnit(6, (8, 4), activation).eval()
+    q, k = torch.randn(9, 6), torch.randn(9, 7, 6)
+    mask = torch.rand(9, 7) > 0.6
+    mask[0] = False  # a row without behaviour
+    with torch.no_grad():
+        assert unit._packable(mask)
+        fast = unit(q, k * mask[..., None], mask)
+        seen = []
+        h = unit.mlp.acts[1].register_forward_hook(lambda m, a, o: seen.append(o.shape))
+        assert not unit._packable(mask)
+        slow = unit(q, k * mask[..., None], mask)
+        h.remove()
+        assert seen == [torch.Size([9, 7, 4])]
+        assert not unit._packable(torch.ones(9, 7, dtype=torch.bool))  # no padding: nothing to skip
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert (fast[1][~mask] == 0).all() and (fast[0][0] == 0).all()

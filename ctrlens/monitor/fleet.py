@@ -87,13 +87,19 @@ def run_fleet(cfg: NightlyConfig, *, workers: int = 1, day: str | None = None, s
     threads = max(1, _cores() // n)
     if start_method is None:
         start_method = "fork" if "fork" in mp.get_all_start_methods() and str(cfg.device) == "cpu" else "spawn"
+    if start_method == "fork":  # the workers inherit the modules the analyses import on first use
+        from ctrlens.monitor.compute import preload
+
+        preload()
     ctx = mp.get_context(start_method)
     q = ctx.Queue()
     order = {w.name: i for i, w in enumerate(cfg.models)}
     outcomes: list[Outcome] = []
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(q, threads)) as ex:
-        # submitting starts the workers (all of them, for fork) -- before the progress bar's thread
-        futures = {ex.submit(_run_model, cfg.with_(models=(w,)), day, start, end, force): w for w in cfg.models}
+        # submitting starts the workers (all of them, for fork) -- before the progress bar's thread;
+        # the pool hands each free worker the next model: the costliest first, so none is left last
+        futures = {ex.submit(_run_model, cfg.with_(models=(w,)), day, start, end, force): w
+                   for w in sorted(cfg.models, key=_cost, reverse=True)}  # fmt: skip
         progress("start", total=len(days) * len(cfg.models), days=days)
         pending = set(futures)
         while pending:
@@ -115,6 +121,13 @@ def run_fleet(cfg: NightlyConfig, *, workers: int = 1, day: str | None = None, s
     # each worker notified for its own model; the fleet's exit code says whether any channel failed
     merged = {"ok": all(n.get("ok", True) for n in notify), "workers": notify} if notify else None
     return JobSummary(outcomes, days, cfg.exit_on_alert, merged)
+
+
+def _cost(w: Any) -> tuple[int, int]:
+    """Rough relative cost of a model's day: whole-day passes first, then by rows sampled (stable
+    for equal models: the configuration's order)."""
+    r = w.rows
+    return (int(r.neurons <= 0), r.neurons + r.probes + r.saliency)
 
 
 def _cores() -> int:

@@ -15,7 +15,7 @@ import torch
 import reference_models
 from ctrlens.data.batch import Batch
 from ctrlens.models.interface import as_view
-from ctrlens.monitor.compute import PermutationImportance, _permuted, permutation_importance
+from ctrlens.monitor.compute import PermutationImportance, _permuted, chunk_permutation, permutation_importance
 from ctrlens.neurons.sketch import row_hash
 from models_fixtures import random_batch, world_schema
 
@@ -35,13 +35,12 @@ def row_losses(view, batch: Batch, head: str) -> np.ndarray:
 def brute_force(view, batches: list[Batch], heads: list[str], *, seed: int, chunk_rows: int,
                 quantile_rows: int = 10**9) -> pd.DataFrame:  # fmt: skip
     """Every field of every chunk through the whole model, with the fast path's permutations."""
-    gen = torch.Generator().manual_seed(seed + 7919)  # the stream of permutations it draws
     deltas: dict[tuple[str, str], list[np.ndarray]] = {}
     keys: dict[tuple[str, str], list[np.ndarray]] = {}
     with torch.no_grad():
-        for b in batches:
-            for c in b.split(chunk_rows):
-                perm = torch.randperm(len(c), generator=gen)
+        for i, b in enumerate(batches):
+            for j, c in enumerate(b.split(chunk_rows)):
+                perm = chunk_permutation(len(c), seed, i, j)  # seeded by batch and chunk index
                 base = {h: row_losses(view, c, h) for h in heads}
                 for f in view.fields:
                     pc = _permuted(c, f, perm)

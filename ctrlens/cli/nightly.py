@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
         workers: int = typer.Option(1, "--workers", "-w", help="Run this many models at a time in worker processes "
                                     "(each model's days stay in order; one summary, one exit code)."),
+        nproc: int = typer.Option(1, "--nproc", help="Compute each model-day with this many processes on this machine "
+                                  "(torch.distributed: gloo on CPU, NCCL with device cuda). Under torchrun, leave it out: "
+                                  "the ranks come from the environment."),
     ) -> None:
         """Measure, drift-test and diagnose every configured model for a day or a range of days.
 
@@ -30,16 +33,28 @@ def register(app: typer.Typer) -> None:
         earlier day was missing (the next run redoes them), the others were written; 4 all written, but a
         notification channel failed (retried by the next run).
         """
+        from ctrlens.errors import InputError
         from ctrlens.monitor.config import load_config
+        from ctrlens.monitor.distributed import env_world, run_ranks
         from ctrlens.monitor.fleet import run_fleet
         from ctrlens.results import jsonable
 
         cfg = load_config(config)  # InputError -> one line, exit 2, before anything is written
-        bar = _Progress(enabled=not quiet)
+        ranked = nproc != 1 or env_world() is not None
+        if ranked and workers != 1:
+            raise InputError("--workers (models in parallel) and ranks (--nproc / torchrun: one model-day in parallel) "
+                             "do not combine; use one of them")  # fmt: skip
+        rank0 = int(__import__("os").environ.get("RANK", "0")) == 0
+        bar = _Progress(enabled=not quiet and rank0)
         try:
-            summary = run_fleet(cfg, workers=workers, day=day, start=start, end=end, force=force, progress=bar)
+            if ranked:
+                summary = run_ranks(cfg, nproc=nproc, day=day, start=start, end=end, force=force, progress=bar)
+            else:
+                summary = run_fleet(cfg, workers=workers, day=day, start=start, end=end, force=force, progress=bar)
         finally:
             bar.close()
+        if isinstance(summary, int):  # a rank other than 0 under torchrun: rank 0 reports; the same exit code
+            sys.exit(summary)
         if as_json:
             print(json.dumps(jsonable(summary.to_dict()), default=str))  # strict JSON: NaN -> null
         else:

@@ -309,6 +309,7 @@ class DailyDataset:
         remainder: Literal["drop", "pad", "exact"] = "drop",
         shuffle_buffer: int = SHUFFLE_BUFFER,
         images: bool = True,
+        every: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
         """Stream rank ``rank``'s share of ``day`` in batches of ``batch_size`` rows (the last may be shorter).
 
@@ -324,6 +325,10 @@ class DailyDataset:
             limit: use only the first ``limit`` rows of the day (in the possibly shuffled row-group
                 order), before sharding.
             images: build ``batch.images`` / ``batch.image_index`` (schemas with image fields).
+            every: ``(start, step)``: yield only batches ``start, start + step, ...`` of the stream
+                (the others are read, not built). Analyses shard a day this way: with
+                ``(rank, world_size)`` the ranks together get exactly one process's batches, whatever
+                the number of ranks (``rank``/``world_size`` above give each rank other batches).
 
         Counts of missing and out-of-vocabulary values of this pass: :meth:`counts`.
         """
@@ -350,14 +355,19 @@ class DailyDataset:
             share = total // world_size if remainder == "drop" else math.ceil(total / world_size)
             ranges = _wrapped(rank * share, share, total) if share else []
         rng = np.random.default_rng([seed, _day_key(day), rank, world_size]) if shuffle else None
+        if every is not None and not (every[1] >= 1 and 0 <= every[0] < every[1]):
+            raise InputError(f"every must be (start, step) with 0 <= start < step; got {every}")
         # a generator from here on: argument and layout errors above surface at the call, not at first next()
-        return self._stream(plan, segments, ranges, counts, batch_size, rng, max(shuffle_buffer, batch_size), images)
+        return self._stream(plan, segments, ranges, counts, batch_size, rng, max(shuffle_buffer, batch_size), images,
+                            every)
 
     def _stream(self, plan: DayPlan, segments: list[Segment], ranges: list[tuple[int, int]], counts: DayCounts,
-                batch_size: int, rng: np.random.Generator | None, buffer_rows: int, images: bool) -> Iterator[Batch]:
+                batch_size: int, rng: np.random.Generator | None, buffer_rows: int, images: bool,
+                every: tuple[int, int] | None = None) -> Iterator[Batch]:
         chunks = self._chunks(plan, segments, ranges, counts)
-        for chunk in _rebatch(chunks, batch_size, rng, buffer_rows):
-            yield self.to_batch(chunk, images=images, day=plan.day)
+        for i, chunk in enumerate(_rebatch(chunks, batch_size, rng, buffer_rows)):
+            if every is None or i % every[1] == every[0]:
+                yield self.to_batch(chunk, images=images, day=plan.day)
 
     def _chunks(self, plan: DayPlan, segments: list[Segment], ranges: list[tuple[int, int]],
                 counts: DayCounts) -> Iterator[Chunk]:

@@ -93,13 +93,17 @@ def sample_batches(dataset: Any, day: str, rows: int, *, batch_size: int, seed: 
 
 def stream_batches(dataset: Any, day: str, rows: int, *, batch_size: int, seed: int, images: bool = True,
                    rank: int = 0, world_size: int = 1) -> Iterator[Batch]:  # fmt: skip
-    """:func:`sample_batches` as a stream (one batch in memory at a time; rank ``rank``'s share)."""
+    """:func:`sample_batches` as a stream (one batch in memory at a time).
+
+    With ``world_size > 1``: rank ``rank``'s share, the batches ``rank, rank + world_size, ...`` of
+    the one-process stream (sharded by global batch index, so the union over the ranks is the same
+    batches whatever the number of ranks)."""
     limit = None if rows <= 0 else rows
     kw: dict[str, Any] = {"images": images} if not images else {}
     if limit is None:  # the whole day: every row is used anyway; mixing windows need not hold a day
         kw["shuffle_buffer"] = WHOLE_DAY_SHUFFLE_ROWS
     if world_size > 1:
-        kw.update(rank=rank, world_size=world_size)
+        kw["every"] = (rank, world_size)
     return iter(dataset.iter_batches(day, batch_size=batch_size, shuffle=True, seed=seed, limit=limit, **kw))
 
 
@@ -113,7 +117,7 @@ def needs_images(view: ModelView) -> bool:
 def hooked_pass(view: ModelView, batches: Iterable[Batch], heads: list[str], *, layers: tuple[str, ...] | None,
                 edges: dict[str, tuple[float, float]] | None, seed: int, device: torch.device,
                 reference: Any = None, consumers: dict[str, Callable[[Batch], None]] | None = None,
-                seconds: dict[str, float] | None = None) -> tuple[Any, Result, dict[int, float] | None]:  # fmt: skip
+                seconds: dict[str, float] | None = None, partial: bool = False) -> Any:  # fmt: skip
     """Neuron statistics and quality from one forward over ``batches``, streamed.
 
     Each batch is reduced as it passes and then dropped: memory does not grow with the number of
@@ -122,12 +126,16 @@ def hooked_pass(view: ModelView, batches: Iterable[Batch], heads: list[str], *, 
     ``seconds`` (if given) receives the time spent in each consumer.
 
     Returns ``(NeuronSummary, Result("quality"), seen curve)``; the seen curve (position -> mean of
-    the model's ``seen`` output) only for models with a ``seen`` head (PAL).
+    the model's ``seen`` output) only for models with a ``seen`` head (PAL). ``partial=True``: the
+    unfinished, mergeable :class:`PassPartial` instead (one rank's share of a sharded day).
     """
-    from ctrlens.metrics import HeadAccumulator, quality_result
+    from ctrlens.metrics import HeadAccumulator
     from ctrlens.neurons import NeuronMonitor
 
-    mon = NeuronMonitor(view, list(layers) if layers else None, edges=edges, seed=seed, reference=reference)
+    # never the monitor's own cross-rank sync: a sharded day merges PassPartials (monitor/distributed.py),
+    # and passes run by one rank alone (back-tests, checkpoint checks) must not wait for the others
+    mon = NeuronMonitor(view, list(layers) if layers else None, edges=edges, seed=seed, reference=reference,
+                        distributed=False)  # fmt: skip
     accs = {h: HeadAccumulator(h) for h in heads}
     seen_spec = view.heads.get("seen")
     pos_field = next((n for n, f in view.fields.items() if f.kind == "position"), None)
@@ -180,12 +188,51 @@ def hooked_pass(view: ModelView, batches: Iterable[Batch], heads: list[str], *, 
         model.train(was)
     if seconds is not None:
         seconds.update(spent)
-    if rows == 0:
-        raise InputError("no rows to analyse")
-    summary = mon.summary()
-    quality = quality_result(accs.values(), meta={"rows": rows})
-    seen = {k: v[0] / v[1] for k, v in sorted(seen_sum.items()) if v[1] > 0} if seen_sum else None
-    return summary, quality, seen
+    part = PassPartial(mon.summary() if rows else None, accs, seen_sum, rows)
+    return part if partial else part.finish()
+
+
+@dataclass
+class PassPartial:
+    """A hooked pass over some of a day's batches, not yet finished: :meth:`merge` adds another
+    share's (disjoint rows, e.g. another rank's), :meth:`finish` gives :func:`hooked_pass`'s result.
+    Counts, samples and AUC / GAUC of merged shares equal one pass over all their batches; moments
+    equal it up to float64 summation order."""
+
+    summary: Any  # NeuronSummary of the share, None without rows
+    accs: dict[str, Any]  # head -> ctrlens.metrics.HeadAccumulator
+    seen_sum: dict[int, list[float]]  # position -> [sum of PAL's seen output, rows]
+    rows: int
+
+    def merge(self, other: "PassPartial") -> "PassPartial":
+        if other.summary is not None:
+            if self.summary is None:
+                self.summary = other.summary
+            else:
+                batches = self.summary.meta.get("batches", 0) + other.summary.meta.get("batches", 0)
+                self.summary = self.summary.merge(other.summary)
+                self.summary.meta["batches"] = batches
+        for h, a in other.accs.items():
+            self.accs[h].merge(a)
+        for k, (s_, n_) in other.seen_sum.items():
+            acc = self.seen_sum.setdefault(k, [0.0, 0.0])
+            acc[0] += s_
+            acc[1] += n_
+        self.rows += other.rows
+        return self
+
+    def finish(self) -> tuple[Any, Result, dict[int, float] | None]:
+        """``(NeuronSummary, Result("quality"), seen curve)`` (see :func:`hooked_pass`)."""
+        from ctrlens.metrics import quality_result
+
+        if self.rows == 0 or self.summary is None:
+            raise InputError("no rows to analyse")
+        for st in self.summary.stats.values():  # a merge drops each share's own basis: fit the union's
+            if st.pca_basis is None:
+                st.fit_pca()
+        quality = quality_result(self.accs.values(), meta={"rows": self.rows})
+        seen = {k: v[0] / v[1] for k, v in sorted(self.seen_sum.items()) if v[1] > 0} if self.seen_sum else None
+        return self.summary, quality, seen
 
 
 class _Memo:
@@ -362,6 +409,22 @@ class _DeltaAcc:
         if self.held > 2 * self.k:
             self._prune()
 
+    def merge(self, other: "_DeltaAcc") -> None:
+        """Add another accumulator's rows (disjoint rows: Chan's merge of the moments, the union's
+        bottom-k -- the same sample as one accumulator over all rows)."""
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean += delta * other.n / n
+        self.m2 += other.m2 + delta * delta * self.n * other.n / n
+        self.n = n
+        self.rank += other.rank
+        self.values += other.values
+        self.held += other.held
+        if self.held > 2 * self.k:
+            self._prune()
+
     def _prune(self) -> None:
         r, v = np.concatenate(self.rank), np.concatenate(self.values)
         if r.size > self.k:
@@ -379,8 +442,9 @@ class _DeltaAcc:
 class PermutationImportance:
     """Permutation importance accumulated batch by batch (bounded memory, any number of rows).
 
-    Each batch is cut into chunks of ``chunk_rows`` rows; within a chunk, one seeded permutation of
-    its rows is applied to each field in turn (the field's values -- mask or image index with them --
+    Each batch is cut into chunks of ``chunk_rows`` rows; within a chunk, one permutation of its
+    rows, seeded by (``seed``, the batch's index in the day's stream, the chunk's index in the batch:
+    :func:`chunk_permutation`), is applied to each field in turn (the field's values -- mask or image index with them --
     move to other rows, everything else stays). Per field and head the per-row rise of the head's
     log loss is accumulated: exact mean and standard deviation, and p50/p90 from a sample of at most
     ``quantile_rows`` rows (all rows up to that; beyond, the rows of smallest hash of their day row
@@ -389,11 +453,14 @@ class PermutationImportance:
     Cost: one forward per chunk, then per field only what depends on the field (:class:`_Memo`:
     a top-level block whose inputs are unchanged is not re-run), on chunks small enough for the
     CPU's caches. Rows: ``COLUMNS["saliency"]`` with ``method="permutation"`` (:meth:`frame`).
+
+    ``stride=(start, step)``: the batches added are the stream's batches ``start, start + step, ...``
+    (one rank's share of a sharded day); :meth:`merge` adds another share's accumulators.
     """
 
     def __init__(self, view: ModelView, heads: list[str], *, seed: int = 0, device: torch.device | str = "cpu",
                  chunk_rows: int = PERMUTATION_CHUNK, quantile_rows: int = PERMUTATION_QUANTILE_ROWS,
-                 memo: bool | None = None):  # fmt: skip
+                 memo: bool | None = None, stride: tuple[int, int] = (0, 1)):  # fmt: skip
         if memo is None:
             # replaying blocks is exact only when a block's output depends on its arguments alone: true
             # of ctrlens' reference blocks (tested against the brute force), not of every user model
@@ -404,15 +471,23 @@ class PermutationImportance:
         self.view, self.heads, self.device = view, list(heads), torch.device(device)
         self.chunk_rows, self.quantile_rows, self.memo = int(chunk_rows), int(quantile_rows), memo
         self.seed = seed
-        self.gen = torch.Generator().manual_seed(seed + 7919)
+        self._batch, self._step = int(stride[0]), int(stride[1])  # the next batch's index in the day's stream
         self.acc: dict[tuple[str, str], _DeltaAcc] = {}
         self.rows = 0
         self.hits = 0  # block calls replayed instead of run
         self._next_row = 0
 
-    def permutations(self, n: int) -> torch.Tensor:
-        """The permutation of the next chunk of ``n`` rows (drawn in order; tests replay it)."""
-        return torch.randperm(n, generator=self.gen)
+    def merge(self, other: "PermutationImportance") -> "PermutationImportance":
+        """Add another share's accumulators (disjoint rows: another rank's batches of the same day)."""
+        for key, a in other.acc.items():
+            mine = self.acc.get(key)
+            if mine is None:
+                self.acc[key] = a
+            else:
+                mine.merge(a)
+        self.rows += other.rows
+        self.hits += other.hits
+        return self
 
     def add(self, batch: Batch) -> None:
         """Accumulate the rows of ``batch`` (on any device; moved to ``device``)."""
@@ -422,18 +497,19 @@ class PermutationImportance:
         model.eval()
         try:
             with torch.no_grad(), (_Memo(model) if self.memo else contextlib.nullcontext()) as memo:
-                for c in b.split(self.chunk_rows) if len(b) > self.chunk_rows else [b]:
-                    self._chunk(c, memo)
+                for j, c in enumerate(b.split(self.chunk_rows) if len(b) > self.chunk_rows else [b]):
+                    self._chunk(c, memo, chunk_permutation(len(c), self.seed, self._batch, j))
                 if memo is not None:
                     self.hits += memo.hits
         finally:
             model.train(was)
+        self._batch += self._step
 
-    def _chunk(self, c: Batch, memo: Any) -> None:
+    def _chunk(self, c: Batch, memo: Any, perm: torch.Tensor) -> None:
         n = len(c)
         if n == 0:
             return
-        perm = self.permutations(n).to(c.row.device if c.row is not None else self.device)
+        perm = perm.to(c.row.device if c.row is not None else self.device)
         if c.row is not None:
             key = c.row.to("cpu", torch.int64)
         else:  # no row numbers: number the rows in arrival order
@@ -479,6 +555,13 @@ class PermutationImportance:
 
 
 _EPS = 1e-7
+
+
+def chunk_permutation(n: int, seed: int, batch: int, chunk: int) -> torch.Tensor:
+    """The permutation importance's permutation of chunk ``chunk`` (``n`` rows) of the day's batch
+    ``batch``: a function of these alone, so a sharded day permutes as one process does."""
+    state = np.random.SeedSequence([int(seed), 7919, int(batch), int(chunk)]).generate_state(2, np.uint32)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
 
 
 def _row_losses(view: ModelView, out: dict, batch: Batch, heads: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
@@ -559,21 +642,40 @@ def _renumber(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 class DependenceSample:
-    """The field values of the first ``max_rows`` rows streamed past (a seeded sample when the
-    stream is shuffled), for :func:`dependence`: memory bounded whatever the day's size."""
+    """The field values of the first ``max_rows`` rows of the day's stream (a seeded sample when the
+    stream is shuffled), for :func:`dependence`: memory bounded whatever the day's size.
 
-    def __init__(self, schema: Any, max_rows: int = DEPENDENCE_ROWS):
+    ``stride=(start, step)`` and ``batch_rows``: the batches added are the stream's batches
+    ``start, start + step, ...`` of ``batch_rows`` rows (all but the last are full), so a rank's
+    share keeps exactly its rows of the stream's first ``max_rows``; :meth:`merge` puts shares back
+    in stream order."""
+
+    def __init__(self, schema: Any, max_rows: int = DEPENDENCE_ROWS, *, stride: tuple[int, int] = (0, 1),
+                 batch_rows: int | None = None):  # fmt: skip
         self.schema, self.max_rows = schema, int(max_rows)
         self.parts: list[dict[str, np.ndarray]] = []
+        self.offsets: list[int] = []  # each part's first row in the day's stream
         self.rows = 0
+        self._batch, self._step, self._batch_rows = int(stride[0]), int(stride[1]), batch_rows
 
     def add(self, batch: Batch) -> None:
-        room = self.max_rows - self.rows
+        # the batch's first row in the stream: known from its index when batches are full, else counted
+        offset = self.rows if self._batch_rows is None else self._batch * self._batch_rows
+        self._batch += self._step
+        room = self.max_rows - offset
         if room <= 0:
             return
         b = batch if len(batch) <= room else batch.select(slice(0, room))
         self.parts.append(_raw_codes(b, self.schema))
+        self.offsets.append(offset)
         self.rows += len(b)
+
+    def merge(self, other: "DependenceSample") -> "DependenceSample":
+        """Add another share's rows, keeping the parts in stream order."""
+        parts = sorted(zip(self.offsets + other.offsets, self.parts + other.parts), key=lambda t: t[0])
+        self.offsets, self.parts = [o for o, _ in parts], [p for _, p in parts]
+        self.rows += other.rows
+        return self
 
     def observations(self) -> list[dict[str, Any]]:
         """``pair`` observations (``"a~b"``, statistic ``dependence``, alert when it falls)."""
@@ -715,7 +817,8 @@ def compute_day(
     initial: Any = None,
     progress=None,
     model_only: bool = False,
-) -> DayResults:
+    shard: Any = None,
+) -> DayResults | None:
     """All results of ``view`` on ``day`` of ``dataset`` (see the module docstring).
 
     Args:
@@ -732,6 +835,10 @@ def compute_day(
             probes, saliency / importance, PAL's seen-curve gap) -- for a back-test of a new
             checkpoint on reference days (:func:`ctrlens.monitor.job.backtest`); input statistics
             are checkpoint-free and already stored for those days.
+        shard: a :class:`ctrlens.monitor.distributed.Shard` (every rank calls with the same
+            arguments): the streamed pass is sharded by global batch index, the sample analyses
+            (field statistics, probes, saliency) are spread over the ranks, and rank 0 merges
+            everything and returns the results; the other ranks return ``None``.
     """
     from ctrlens.data.stats import field_stats
 
@@ -739,34 +846,79 @@ def compute_day(
     dev = torch.device(device)
     if view.device != dev:
         view.model.to(dev)
+    rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)
+    own = shard.owns if shard is not None else (lambda task: True)
     heads = labelled_heads(view, watch.heads)
     fwd_rows = min(batch_size, CPU_FORWARD_ROWS) if dev.type == "cpu" else batch_size  # probes, saliency
     t: dict[str, float] = {}
     out: dict[str, Result] = {}
     obs: list[dict[str, Any]] = []
     meta: dict[str, Any] = {"heads": heads, "skipped": {}}
-    t0 = time.perf_counter()
-    if not model_only:
-        step("field statistics")
-        out["field_stats"] = field_stats(dataset, day, reference_edges=field_edges)
-    t["field_stats"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    step("neurons + quality")
     images = needs_images(view)
-    batches = stream_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed, images=images)
-    # one streamed pass: each batch feeds the neuron statistics, quality, permutation importance
-    # and dependence sample, then is dropped (whole-day mode keeps memory flat)
-    perm = PermutationImportance(view, heads, seed=seed, device=dev) if watch.permutation else None
-    dep = DependenceSample(dataset.schema)
-    # a model-only pass (back-test of a checkpoint on reference days) needs no input dependences
-    consumers: dict[str, Callable[[Batch], None]] = {} if model_only else {"dependence": dep.add}
-    if perm is not None:
-        consumers["permutation"] = perm.add
-    spent: dict[str, float] = {}
+    local: dict[str, Any] = {}  # what this rank computed (a sharded day gathers it to rank 0)
     try:
-        summary, quality, seen = hooked_pass(view, batches, heads, layers=watch.layers, edges=neuron_edges, seed=seed,
-                                             device=dev, consumers=consumers, seconds=spent)  # fmt: skip
+        t0 = time.perf_counter()
+        if not model_only and own("field_stats"):
+            step("field statistics")
+            local["field_stats"] = field_stats(dataset, day, reference_edges=field_edges)
+        t["field_stats"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        step("neurons + quality")
+        if world > 1 and neuron_edges is None:  # histogram edges from the day's first forward, as one process takes them
+            neuron_edges = _first_forward_edges(view, dataset, day, watch, batch_size=batch_size, seed=seed,
+                                                device=dev, images=images)  # fmt: skip
+        batches = stream_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed, images=images,
+                                 rank=rank, world_size=world)  # fmt: skip
+        # one streamed pass: each batch feeds the neuron statistics, quality, permutation importance
+        # and dependence sample, then is dropped (whole-day mode keeps memory flat)
+        perm = PermutationImportance(view, heads, seed=seed, device=dev, stride=(rank, world)) if watch.permutation else None
+        dep = DependenceSample(dataset.schema, stride=(rank, world), batch_rows=batch_size)
+        # a model-only pass (back-test of a checkpoint on reference days) needs no input dependences
+        consumers: dict[str, Callable[[Batch], None]] = {} if model_only else {"dependence": dep.add}
+        if perm is not None:
+            consumers["permutation"] = perm.add
+        spent: dict[str, float] = {}
+        local["pass"] = hooked_pass(view, batches, heads, layers=watch.layers, edges=neuron_edges, seed=seed, device=dev,
+                                    consumers=consumers, seconds=spent, partial=True)  # fmt: skip
+        local.update(perm=perm, dep=dep, spent=spent)
+        t["neurons_quality"] = time.perf_counter() - t0 - sum(spent.values())
+
+        if watch.rows.probes > 0 and own("probes"):
+            t0 = time.perf_counter()
+            step("probes")
+            local["probe"] = _probes(view, dataset, day, heads, watch, batch_size=fwd_rows, seed=seed, version=version,
+                                     meta=meta)  # fmt: skip
+            t["probes"] = time.perf_counter() - t0
+
+        if watch.rows.saliency > 0 and own("saliency"):
+            t0 = time.perf_counter()
+            step("saliency")
+            sb = sample_batches(dataset, day, watch.rows.saliency, batch_size=fwd_rows, seed=seed + 1, images=images)
+            try:
+                import ctrlens.saliency as sal
+
+                rep = sal.report(view, sb, day=day, method=watch.saliency_method, head=heads, max_rows=watch.rows.saliency,
+                                 batch_size=fwd_rows, seed=seed, device=device)  # fmt: skip
+                local["saliency"] = (rep.result.frame, {k: rep.meta.get(k) for k in ("method", "target", "rows", "baseline")})
+            except InputError as e:
+                meta["skipped"]["saliency"] = str(e)
+            t["saliency"] = time.perf_counter() - t0
+        local.update(skipped=meta["skipped"], seconds=t)
+    except Exception as e:
+        if shard is None:
+            raise
+        local = {"error": shard.failure(e)}
+    if shard is not None:
+        local = shard.merge_day(local)  # rank 0: every rank's share merged (a failure on any rank raises)
+        if local is None:
+            return None
+        meta["skipped"], t, meta["ranks"] = local["skipped"], local["seconds"], world
+    if "field_stats" in local:
+        out["field_stats"] = local["field_stats"]
+    perm, dep, spent = local["perm"], local["dep"], local["spent"]
+    try:
+        summary, quality, seen = local["pass"].finish()
     except InputError as e:
         if str(e) == "no rows to analyse":
             raise InputError(f"day {day}: no rows in the data") from None
@@ -777,34 +929,9 @@ def compute_day(
 
     if view.tables:
         out["embedding_health"] = embedding_health(view, summary.seen, initial=initial)
-    t["neurons_quality"] = time.perf_counter() - t0 - sum(spent.values())
-
-    if watch.rows.probes > 0:
-        t0 = time.perf_counter()
-        step("probes")
-        probe = _probes(view, dataset, day, heads, watch, batch_size=fwd_rows, seed=seed, version=version, meta=meta)
-        if probe is not None:
-            out["probe"] = probe
-        t["probes"] = time.perf_counter() - t0
-
-    if watch.rows.saliency > 0:
-        t0 = time.perf_counter()
-        step("saliency")
-        sb = sample_batches(dataset, day, watch.rows.saliency, batch_size=fwd_rows, seed=seed + 1, images=images)
-        frames = []
-        try:
-            import ctrlens.saliency as sal
-
-            rep = sal.report(view, sb, day=day, method=watch.saliency_method, head=heads, max_rows=watch.rows.saliency,
-                             batch_size=fwd_rows, seed=seed, device=device)  # fmt: skip
-            frames.append(rep.result.frame)
-            sal_meta = {k: rep.meta.get(k) for k in ("method", "target", "rows", "baseline")}
-        except InputError as e:
-            meta["skipped"]["saliency"] = str(e)
-            sal_meta = {}
-        t["saliency"] = time.perf_counter() - t0
-    else:
-        frames, sal_meta = [], {}
+    if local.get("probe") is not None:
+        out["probe"] = local["probe"]
+    frames, sal_meta = ([local["saliency"][0]], local["saliency"][1]) if "saliency" in local else ([], {})
     if perm is not None:
         t0 = time.perf_counter()
         frames.append(perm.frame())
@@ -835,6 +962,20 @@ def compute_day(
         t["checkpoint_check"] = time.perf_counter() - t0
     meta["seconds"] = {k: round(v, 3) for k, v in t.items()}
     return DayResults(out, obs, meta, summary)
+
+
+def _first_forward_edges(view: ModelView, dataset: Any, day: str, watch: ModelWatch, *, batch_size: int, seed: int,
+                         device: torch.device, images: bool) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """The histogram edges one process would take for each layer without frozen edges: those of the
+    day's first forward (the first :data:`CPU_FORWARD_ROWS` rows of its first batch on CPU). Every
+    rank computes them alike, so a sharded day bins as one process does."""
+    first = next(iter(stream_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed, images=images)), None)
+    if first is None:
+        return {}
+    if device.type == "cpu" and len(first) > CPU_FORWARD_ROWS:
+        first = first.split(CPU_FORWARD_ROWS)[0]
+    part = hooked_pass(view, [first], [], layers=watch.layers, edges=None, seed=seed, device=device, partial=True)
+    return {name: (float(st.lo), float(st.hi)) for name, st in part.summary.stats.items()}
 
 
 def _probes(view: ModelView, dataset: Any, day: str, heads: list[str], watch: ModelWatch, *, batch_size: int, seed: int,

@@ -125,6 +125,8 @@ class JobSummary:
     days: list[str]
     exit_on_alert: bool = True
     notify: dict[str, Any] | None = None  # deliveries of this run (ctrlens.notify.hooks), None without channels
+    ranks: int = 1  # processes that computed each model-day (ctrlens.monitor.distributed)
+    rank_error: str | None = None  # a rank other than 0 that exited badly (its model-days failed)
 
     @property
     def new_alerts(self) -> list[dict[str, Any]]:
@@ -154,7 +156,8 @@ class JobSummary:
     def to_dict(self) -> dict[str, Any]:
         return {"exit_code": self.exit_code, "days": self.days, "new_alerts": self.new_alerts,
                 "incomplete": [f"{o.model} {o.day}" for o in self.incomplete],
-                "outcomes": [o.to_dict() for o in self.outcomes], "notify": self.notify}  # fmt: skip
+                "outcomes": [o.to_dict() for o in self.outcomes], "notify": self.notify, "ranks": self.ranks,
+                "rank_error": self.rank_error}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- days
@@ -556,10 +559,14 @@ class NightlyJob:
         cfg: the :class:`~ctrlens.monitor.config.NightlyConfig`.
         progress: ``progress(event, **info)`` callback (the CLI draws progress bars with it).
         store: an open :class:`~ctrlens.store.Store` (default: opened from ``cfg.db``, created if new).
+        cluster: rank 0's :class:`~ctrlens.monitor.distributed.Cluster` under torch.distributed: each
+            model-day is computed by every rank (this process alone reads and writes the store).
     """
 
-    def __init__(self, cfg: NightlyConfig, *, progress: Callable[..., None] | None = None, store: Any = None):
+    def __init__(self, cfg: NightlyConfig, *, progress: Callable[..., None] | None = None, store: Any = None,
+                 cluster: Any = None):  # fmt: skip
         self.cfg = cfg
+        self.cluster = cluster
         self.progress = progress or (lambda *a, **k: None)
         self._store = store
         self._backtests: dict[tuple[str, str], tuple[Any, Any]] = {}  # (weights hash, day) -> back-test
@@ -607,7 +614,7 @@ class NightlyJob:
                             raise
                         o = Outcome(watch.name, d, "failed", error=str(e))
                         outcomes.append(o)
-                        return JobSummary(outcomes, days, cfg.exit_on_alert, sent)  # notifications: the next run
+                        return self._summary(outcomes, days, sent)  # notifications: the next run
                     if o.status == "locked" or (o.status == "failed" and not o.input_error):
                         holes[watch.name].append(d)
                     outcomes.append(o)
@@ -619,7 +626,11 @@ class NightlyJob:
                                     [p for o in outcomes for p in o.reports])  # fmt: skip
         finally:
             store.close()
-        return JobSummary(outcomes, days, cfg.exit_on_alert, sent)
+        return self._summary(outcomes, days, sent)
+
+    def _summary(self, outcomes: list[Outcome], days: list[str], sent: dict[str, Any] | None) -> JobSummary:
+        ranks = self.cluster.shard.world if self.cluster is not None else 1
+        return JobSummary(outcomes, days, self.cfg.exit_on_alert, sent, ranks=ranks)
 
     def _one(self, store: Any, ds: Any, available: list[str], models: _Models, watch: ModelWatch, day: str, force: bool,
              holes: list[str] | None = None) -> Outcome:  # fmt: skip
@@ -728,10 +739,13 @@ class NightlyJob:
                 initial = self._models.load(p0, watch).model
             except InputError:
                 initial = None
-        res = compute_day(view, ds, day, watch, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
-                          field_edges=field_edges, neuron_edges=neuron_edges, version=info.version, train_day=train_day,
-                          initial=initial,
-                          progress=lambda step: self.progress("step", model=watch.name, day=day, step=step))  # fmt: skip
+        kw = dict(batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, field_edges=field_edges,
+                  neuron_edges=neuron_edges, version=info.version, train_day=train_day, initial=initial,
+                  progress=lambda step: self.progress("step", model=watch.name, day=day, step=step))  # fmt: skip
+        if self.cluster is not None:  # every rank computes its share; this one merges
+            res = self.cluster.compute_day(view, ds, day, watch, checkpoint=str(o.checkpoint), **kw)
+        else:
+            res = compute_day(view, ds, day, watch, **kw)
         change = self._checkpoint_change(store, ds, view, watch, day, vid, res, train_day)
         fault_point("job.computed")
         self.progress("step", model=watch.name, day=day, step="drift + diagnosis")

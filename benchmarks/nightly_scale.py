@@ -22,6 +22,11 @@ on training) on a synthetic world (``ctrlens.synth.generate``, images 32x32). On
   time/row(large) <= 1.2 x time/row(small).
 * ``fleet``: ``ctrlens nightly`` over 4 DIN models and 2 days, sequential (``--workers 1``) against
   ``--workers 2`` (wall time: here the point is using both cores). Target: <= 0.65x.
+* ``ranks``: ``ctrlens nightly`` of one whole day (``rows.neurons: 0``, ``--ranks-rows`` rows) in
+  one process (baseline: the faster of 1 and 2 torch threads) against ``--nproc 2`` (one thread
+  each), interleaved, wall time, best of ``--reps``; the stored results of the two runs compared
+  (exact columns equal, floats to 1e-6 relative). Target: <= 0.65x. Runs alone in < 5 min
+  (``--parts ranks``); the machine's load average is printed with it.
 
 The last line is one JSON object with the figures, targets and ``"met"``.
 """
@@ -47,6 +52,7 @@ TARGET_DAY_S = 2.5
 TARGET_PEAK = 1.3
 TARGET_ROW = 1.2
 TARGET_FLEET = 0.65
+TARGET_RANKS = 0.65
 BASE_ROWS = 20_000  # rows per day of the generated world; larger days repeat its files
 
 
@@ -276,10 +282,94 @@ def bench_fleet(world: Path, ck: Path, folder: Path, reps: int, models: int = 4)
     return out
 
 
+# ------------------------------------------------------------------------------------- ranks
+
+
+def _stored_day(db: Path, model: str, day: str) -> dict:
+    from ctrlens.store import Store
+
+    s = Store(f"sqlite:///{db}")
+    try:
+        vid = int(s.versions(model=model)["version_id"].iloc[0])
+        return {k: r.frame for k, r in s.read_day(vid, day, run_kind="nightly").items()}
+    finally:
+        s.close()
+
+
+def _compare_stored(a: dict, b: dict) -> dict:
+    """Largest relative difference of a float column, and whether every other column is equal."""
+    import numpy as np
+    import pandas as pd
+
+    volatile = {"run_id", "computed_at", "alert_id", "first_seen", "last_seen", "evidence_json"}
+    worst, exact = 0.0, sorted(a) == sorted(b)
+    for kind in set(a) & set(b):
+        x, y = a[kind], b[kind]
+        if list(x.columns) != list(y.columns) or len(x) != len(y):
+            exact = False
+            continue
+        for c in x.columns:
+            if c in volatile:
+                continue
+            if pd.api.types.is_float_dtype(x[c]):
+                u, v = x[c].to_numpy(float), y[c].to_numpy(float)
+                ok = np.isfinite(u) & np.isfinite(v)
+                exact &= bool((np.isnan(u) == np.isnan(v)).all())
+                if ok.any():
+                    worst = max(worst, float((np.abs(u[ok] - v[ok]) / np.maximum(np.abs(u[ok]), 1e-12)).max()))
+            else:
+                exact &= x[c].astype(str).tolist() == y[c].astype(str).tolist()
+    return {"max_rel_diff": worst, "other_columns_equal": bool(exact)}
+
+
+def bench_ranks(world: Path, ck: Path, folder: Path, small_day: str, base_rows: int, rows: int, reps: int) -> dict:
+    """One whole day: ``ctrlens nightly`` in one process against ``--nproc 2`` (wall time)."""
+    import yaml
+
+    day = "2030-02-01"
+    repeat_day(world, small_day, max(1, rows // base_rows), day)
+    modes = {"1 rank, 1 thread": (1, "1"), "1 rank, 2 threads": (1, "2"), "2 ranks": (2, "2")}
+    walls: dict[str, list[float]] = {m: [] for m in modes}
+    dbs: dict[str, Path] = {}
+    load = [os.getloadavg()]
+    try:
+        for rep in range(reps):
+            for mode, (nproc, threads) in modes.items():  # interleaved: a busy moment hits every mode
+                run = folder / f"ranks-{rep}-{nproc}-{threads}"
+                run.mkdir(parents=True, exist_ok=True)
+                cfg = {"db": str(run / "ctrlens.sqlite"), "data": str(world), "report_dir": "",
+                       "models": [{"name": "din", "checkpoint": str(ck), "rows": {"neurons": 0}}]}  # fmt: skip
+                (run / "nightly.yaml").write_text(yaml.safe_dump(cfg))
+                env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(ROOT)}
+                cmd = [sys.executable, "-c", "import sys; from ctrlens.cli import main; main(sys.argv[1:])", "nightly",
+                       "--config", str(run / "nightly.yaml"), "--day", day, "--nproc", str(nproc), "--quiet", "--json"]  # fmt: skip
+                t0 = time.perf_counter()
+                p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                walls[mode].append(time.perf_counter() - t0)
+                done = json.loads(p.stdout)["outcomes"] if p.returncode in (0, 1) else []
+                if not done or done[0]["status"] != "ok":
+                    raise SystemExit(f"ranks run failed ({p.returncode}): {p.stderr[-2000:]}")
+                dbs[mode] = run / "ctrlens.sqlite"
+                load.append(os.getloadavg())
+        same = _compare_stored(_stored_day(dbs["1 rank, 1 thread"], "din", day), _stored_day(dbs["2 ranks"], "din", day))
+    finally:
+        shutil.rmtree(world / f"day={day}", ignore_errors=True)
+    best = {m: min(v) for m, v in walls.items()}
+    one = min(best["1 rank, 1 thread"], best["1 rank, 2 threads"])
+    out = {"rows": max(1, rows // base_rows) * base_rows, "reps": reps, "wall_s": {m: [round(x, 2) for x in v] for m, v in walls.items()},
+           "best_s": {m: round(v, 2) for m, v in best.items()}, "ratio": round(best["2 ranks"] / one, 3),
+           "target_ratio": TARGET_RANKS, "merged_equal": same, "cores": os.cpu_count(),
+           "load_avg_1m": [round(x[0], 2) for x in load]}  # fmt: skip
+    out["met"] = out["ratio"] <= TARGET_RANKS and same["other_columns_equal"] and same["max_rel_diff"] <= 1e-6
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="whole day at 20k vs 200k rows, fewer repetitions")
-    ap.add_argument("--parts", default="default,whole_day,fleet", help="comma-separated: default, whole_day, fleet")
+    ap.add_argument("--parts", default="default,whole_day,fleet,ranks",
+                    help="comma-separated: default, whole_day, fleet, ranks")  # fmt: skip
+    ap.add_argument("--ranks-rows", type=int, default=100_000, help="rows of the day of the ranks part")
     ap.add_argument("--sizes", default=None, help="whole-day sizes, e.g. 200000,2000000")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--workdir", default=None, help="keep the world here (default: a temporary folder)")
@@ -308,6 +398,11 @@ def main() -> None:
         if "fleet" in parts:
             figures["fleet"] = bench_fleet(world, ck, tmp / "fleet", max(1, reps - 1))
             print("fleet:", json.dumps(figures["fleet"]), flush=True)
+        if "ranks" in parts:
+            print(f"ranks: load before: {os.getloadavg()}", flush=True)
+            small_day = sorted(p.name[4:] for p in world.iterdir() if p.name.startswith("day="))[-1]
+            figures["ranks"] = bench_ranks(world, ck, tmp / "ranks", small_day, BASE_ROWS, args.ranks_rows, max(1, reps - 1))
+            print("ranks (whole day, 1 process vs --nproc 2):", json.dumps(figures["ranks"]), flush=True)
     finally:
         if not args.workdir:
             shutil.rmtree(tmp, ignore_errors=True)

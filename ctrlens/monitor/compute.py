@@ -973,7 +973,7 @@ def _first_forward_edges(view: ModelView, dataset: Any, day: str, watch: ModelWa
     if first is None:
         return {}
     if device.type == "cpu" and len(first) > CPU_FORWARD_ROWS:
-        first = first.split(CPU_FORWARD_ROWS)[0]
+        first = next(iter(first.split(CPU_FORWARD_ROWS)))
     part = hooked_pass(view, [first], [], layers=watch.layers, edges=None, seed=seed, device=device, partial=True)
     return {name: (float(st.lo), float(st.hi)) for name, st in part.summary.stats.items()}
 

@@ -129,3 +129,10 @@ def run_cli_env(extra: dict[str, str], *args: str) -> subprocess.CompletedProces
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
     code = "import sys; from ctrlens.cli import main; main(sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_ranks_and_workers_do_not_combine(nightly_world: NightlyWorld, tmp_path: Path) -> None:
+    cfg = make_config(nightly_world, tmp_path)
+    r = run_cli("nightly", "--config", str(cfg), "--day", DAY, "--nproc", "2", "--workers", "2", "--quiet")
+    assert r.returncode == 2 and "--workers" in r.stderr and "--nproc" in r.stderr, r.stderr[-2000:]
+    assert DAY not in stored_days(tmp_path / "ctrlens.sqlite")

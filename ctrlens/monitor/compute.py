@@ -844,19 +844,21 @@ def compute_day(
 
     step = progress or (lambda name: None)
     dev = torch.device(device)
-    if view.device != dev:
-        view.model.to(dev)
     rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)
     own = shard.owns if shard is not None else (lambda task: True)
-    heads = labelled_heads(view, watch.heads)
     fwd_rows = min(batch_size, CPU_FORWARD_ROWS) if dev.type == "cpu" else batch_size  # probes, saliency
     t: dict[str, float] = {}
     out: dict[str, Result] = {}
     obs: list[dict[str, Any]] = []
-    meta: dict[str, Any] = {"heads": heads, "skipped": {}}
-    images = needs_images(view)
+    meta: dict[str, Any] = {"heads": [], "skipped": {}}
     local: dict[str, Any] = {}  # what this rank computed (a sharded day gathers it to rank 0)
+    # under a shard, everything up to the gather is inside the try: a rank that fails still joins
+    # the gather (with its failure), so no rank waits for it and rank 0 fails the day
     try:
+        if view.device != dev:
+            view.model.to(dev)
+        heads = meta["heads"] = labelled_heads(view, watch.heads)
+        images = needs_images(view)
         t0 = time.perf_counter()
         if not model_only and own("field_stats"):
             step("field statistics")

@@ -407,8 +407,10 @@ class HeadAccumulator:
         neg = self.rows - self.positives
         if self.positives == 0 or neg == 0:
             return float("nan")
-        scores = keys & _LOW  # groups dropped: one ranking of all rows
-        scores.sort()
+        scores = keys
+        if keys.size and keys[-1] >> np.uint64(_GROUP_SHIFT):  # sorted: the last key has the largest group
+            scores = keys & _LOW  # groups dropped: one ranking of all rows
+            scores.sort()
         _, _, u2 = _rank_sums(scores, 1)
         return float(np.float64(int(u2[0]) / 2) / (self.positives * neg))
 

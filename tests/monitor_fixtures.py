@@ -102,9 +102,9 @@ def copy_db(src: Path, dst: Path) -> None:
             d.unlink()
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m ctrlens.cli ...`` in a subprocess (exit codes as cron sees them)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m ctrlens.cli ...`` in a subprocess (exit codes as cron sees them); ``env`` adds variables."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     code = "import sys; from ctrlens.cli import main; main(sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -136,6 +136,20 @@ def test_killed_jobs_lock_is_taken_over_and_later_days_match_a_clean_run(nightly
 
 
 @pytest.mark.slow
+def test_stored_days_do_not_depend_on_the_interpreters_hash_seed(nightly_world: NightlyWorld, tmp_path: Path) -> None:
+    """Two cron runs of the same days under different ``PYTHONHASHSEED`` store the same rows as the clean
+    run (built in another process): nothing stored follows the iteration order of a set of strings
+    (an alert's evidence links once did, which made a re-run day differ from its first run)."""
+    for seed in ("0", "6"):  # two seeds that iterate {"click", "ctr"} in opposite orders
+        cfg = nightly_world.config(tmp_path / seed, db=nightly_world.snapshot)
+        r = run_cli("nightly", "--config", str(cfg), "--from", day(11), "--to", day(12), "--quiet",
+                    env={"PYTHONHASHSEED": seed})  # fmt: skip
+        assert r.returncode == 1, r.stderr  # day 11's planted incident
+        for d in (day(11), day(12)):
+            _assert_same_day(tmp_path / seed / "ctrlens.sqlite", nightly_world.db, d)
+
+
+@pytest.mark.slow
 def test_heartbeat_keeps_the_lease_while_a_day_computes(nightly_world: NightlyWorld, tmp_path: Path) -> None:
     from ctrlens.monitor import load_config
     from ctrlens.monitor.job import NightlyJob

@@ -103,7 +103,7 @@ def field_findings(day: Day, ctx: Context, explained_fields: set[str]) -> list[F
         imp_down, imp_rows = importance_collapsed(f)
         sal_rows = sal.get(f, d.iloc[0:0])
         links = [{"label": f"field {f}", "url": link("/features", ctx, field=f)}]
-        for h in {s.split("/", 1)[0] for s in sal_rows["subject"]} | {r.subject.split("/", 1)[0] for r in imp_rows}:
+        for h in sorted({s.split("/", 1)[0] for s in sal_rows["subject"]} | {r.subject.split("/", 1)[0] for r in imp_rows}):
             links.append({"label": f"saliency {h}", "url": link("/saliency", ctx, head=h, field=f)})
         if kind == "image":
             if len(shape) or len(missing) or len(collapse) or imp_down or len(sal_rows[sal_rows["direction"] == "below"]):

@@ -93,6 +93,81 @@ def test_band_and_judge_by_hand() -> None:
     assert band([1.0], k=4, floor=0.1) is None  # one value is no band
 
 
+def _weekly_days(n: int, start: str = "2026-01-05") -> list[str]:
+    import datetime as dt
+
+    d0 = dt.date.fromisoformat(start)
+    return [(d0 + dt.timedelta(i)).isoformat() for i in range(n)]
+
+
+def test_weekly_band_by_hand() -> None:
+    """Level + one weekly harmonic, by least squares; the band's centre is the fit at today's weekday
+    and its spread the prediction's standard error. No cycle (or too few days): ``None``."""
+    from scipy import stats
+
+    from ctrlens.monitor.drift.bands import weekly_band
+
+    rng = np.random.default_rng(3)
+    days = _weekly_days(9)  # a Monday onwards; 8 reference days, today the 9th (a Tuesday)
+    w = np.array([np.datetime64(d).astype("datetime64[D]").item().weekday() for d in days], dtype=float)
+    y = 0.13 + 0.015 * np.cos(2 * np.pi * (w - 6) / 7) + rng.normal(0, 0.001, len(days))
+    b = weekly_band(y[:8], days[:8], days[8], k=4.0, floor=1e-4)
+    # brute force: the same regression written out, its prediction and prediction error
+    X = np.column_stack([np.ones(8), np.cos(2 * np.pi * w[:8] / 7), np.sin(2 * np.pi * w[:8] / 7)])
+    beta = np.linalg.solve(X.T @ X, X.T @ y[:8])
+    x0 = np.array([1.0, np.cos(2 * np.pi * w[8] / 7), np.sin(2 * np.pi * w[8] / 7)])
+    s2 = ((y[:8] - X @ beta) ** 2).sum() / 5
+    assert b is not None and b.weekly
+    assert b.center == pytest.approx(float(x0 @ beta), rel=1e-9)
+    assert b.std == pytest.approx(float(np.sqrt(s2 * (1 + x0 @ np.linalg.inv(X.T @ X) @ x0))), rel=1e-9)
+    assert "weekly-cycle fit" in b.describe("trailing 7d")
+    # the plain band over the same week is several times wider: the cycle counted as noise
+    assert band(y[:8], k=4.0, floor=1e-4).spread > 4 * b.spread
+    # a 30 % loss of labels today: outside the weekly band, inside the plain one
+    assert judge(0.7 * y[8], b).exceeded and not judge(0.7 * y[8], band(y[:8], k=4.0, floor=1e-4)).exceeded
+    # no cycle: the F-test keeps the plain band (None here) on most references, at its level
+    flat = [weekly_band(rng.normal(0.13, 0.002, 7), days[:7], days[7], k=4.0, floor=1e-4) for _ in range(400)]
+    assert np.mean([f is not None for f in flat]) < 0.05 + 3 * np.sqrt(0.05 * 0.95 / 400)
+    assert stats.f.ppf(0.95, 2, 4) > 6  # the F critical value the test uses at n = 7
+    # fewer than 7 values or 5 weekdays: no fit
+    assert weekly_band(y[:6], days[:6], days[8], k=4.0, floor=1e-4) is None
+    assert weekly_band(list(y[:4]) * 2, days[:4] * 2, days[8], k=4.0, floor=1e-4) is None
+
+
+def test_label_rate_with_a_weekly_cycle_alerts_on_a_lost_third_and_not_on_sunday() -> None:
+    """The suite bands a label rate by its weekly cycle when the reference shows one: a Sunday peak
+    (+13 %) passes; labels 30 % down on an ordinary day alert, which the plain band missed."""
+    rng = np.random.default_rng(11)
+    days = _weekly_days(8 + 7)
+
+    def rate(d: str) -> float:
+        wd = np.datetime64(d).astype("datetime64[D]").item().weekday()
+        return 0.135 * (1 + 0.13 * np.cos(2 * np.pi * (wd - 6) / 7)) + rng.normal(0, 0.0015)
+
+    rates = {d: rate(d) for d in days}
+
+    def run(today: str, value: float) -> dict:
+        ref = [d for d in days if d < today][-7:]
+        h = _history({d: [_fs_row("click", 1.0, [1, 1], kind="label", mean=rates[d], rows=50_000)] for d in ref})
+        h.today = today
+        s = DriftSuite(Thresholds(), h, min_days=5)
+        s.fields(Result("field_stats", pd.DataFrame([_fs_row("click", 1.0, [1, 1], kind="label", mean=value, rows=50_000)])))
+        return s.rows[-1]
+
+    sunday = next(d for d in days[7:] if np.datetime64(d).astype("datetime64[D]").item().weekday() == 6)
+    ok = run(sunday, rates[sunday])
+    assert not ok["alert"] and ok["method"].startswith("weekly-cycle fit")
+    for d in days[7:]:
+        assert not run(d, rates[d])["alert"], d
+        lost = run(d, 0.7 * rates[d])
+        assert lost["alert"] and lost["direction"] == "below", (d, lost)
+    # the same without a day to fit (History.today unknown): the plain band, which misses the loss
+    h = _history({d: [_fs_row("click", 1.0, [1, 1], kind="label", mean=rates[d], rows=50_000)] for d in days[:7]})
+    s = DriftSuite(Thresholds(), h, min_days=5)
+    s.fields(Result("field_stats", pd.DataFrame([_fs_row("click", 1.0, [1, 1], kind="label", mean=0.7 * rates[days[7]], rows=50_000)])))
+    assert s.rows[-1]["method"].startswith("mean+-") and not s.rows[-1]["alert"]
+
+
 def test_auc_standard_error_hanley_mcneil() -> None:
     q1, q2 = 0.8 / 1.2, 2 * 0.64 / 1.8
     want = math.sqrt((0.16 + 49 * (q1 - 0.64) + 49 * (q2 - 0.64)) / 2500)

@@ -228,7 +228,46 @@ def test_a_diverged_run_outranks_the_tables_it_collapsed() -> None:
     f = run([boom, rank])
     assert list(zip(f["finding"], f["subject"]))[:2] == [("exploding_activations", "mlp.0"), ("embedding_corruption", "shop")]
     assert "training run diverged" in f.iloc[1]["title"]
+    # whatever the strengths: a table far past its threshold still follows a layer just past its own
+    strong = run([{**boom, "severity": 1.1}, {**rank, "severity": 40.0}])
+    assert list(zip(strong["finding"], strong["subject"]))[:2] == [("exploding_activations", "mlp.0"), ("embedding_corruption", "shop")]
     alone = run([rank])  # no layer finding: the collapsed table itself is the finding
     assert (alone.iloc[0]["finding"], alone.iloc[0]["subject"]) == ("embedding_corruption", "shop")
     partial = run([boom, reinit])  # re-initialised rows are nobody's training: first even beside a blown-up layer
     assert (partial.iloc[0]["finding"], partial.iloc[0]["subject"]) == ("embedding_corruption", "item")
+
+
+def test_importance_only_field_findings_of_a_diverged_new_checkpoint_are_its_symptoms() -> None:
+    """A new checkpoint that blew up scores noise as permutation importance (a field's importance
+    even goes negative): with the change report paging, an importance-only ``broken_feature`` is
+    kept as info under the checkpoint's finding; the same fall under an unchanged checkpoint, or a
+    field whose own inputs moved, still pages."""
+    from ctrlens.monitor.diagnosis import Context, diagnose
+
+    boom = {"subject_kind": "checkpoint_change", "subject": "embedding", "statistic": "log_mean_abs_ratio", "method": "fixed",
+            "value": math.log(20.0), "reference": 0.0, "threshold": math.log(4.0), "direction": "above", "alert": True,
+            "severity": 2.2}  # fmt: skip
+    imp = {"subject_kind": "importance", "subject": "ctr/user_gender", "statistic": "importance", "method": "mean+-4sd",
+           "value": -0.0107, "reference": 0.0008, "threshold": -0.0074, "direction": "below", "alert": True, "severity": 1.37}  # fmt: skip
+    stuck = [{"subject_kind": "field", "subject": "category_id", "statistic": s, "method": "mean+-4sd", "value": v,
+              "reference": r, "threshold": t, "direction": "above", "alert": True, "severity": (v - r) / (t - r)}
+             for s, v, r, t in [("top1_share", 1.0, 0.18, 0.25), ("psi", 6.0, 0.02, 0.06)]]  # fmt: skip
+    info = {"rows": 3000, "heads": {}, "layers": {"embedding": {"activation": "identity", "mean_abs_old": 0.12, "mean_abs_new": 2.4}},
+            "tables": {}}  # fmt: skip
+
+    def run(rows: list[dict], new: bool = True, extra: dict | None = None) -> pd.DataFrame:
+        ctx = Context(model="pal", day="2026-01-15", heads={"ctr": "click"}, new_version=new,
+                      field_kinds={"user_gender": "sparse", "category_id": "sparse"},
+                      extra={"checkpoint_change": info} if extra is None else extra)  # fmt: skip
+        return diagnose(pd.DataFrame(rows), ctx).frame.set_index(["finding", "subject"])
+
+    f = run([boom, imp])
+    assert f.iloc[0].name == ("exploding_activations", "embedding") and f.iloc[0]["severity"] == "critical"
+    g = f.loc[("broken_feature", "user_gender")]
+    assert g["severity"] == "info" and "probably the new checkpoint" in g["title"]
+    assert g["evidence_json"]["secondary_to"] == {"finding": "exploding_activations", "subject": "embedding"}
+    # no checkpoint change: the importance fall is the shuffled-field finding, paged
+    assert run([imp], new=False, extra={}).loc[("broken_feature", "user_gender"), "severity"] == "critical"
+    # a field whose own inputs broke the same day still pages beside the diverged checkpoint
+    both = run([boom, imp, *stuck])
+    assert both.loc[("broken_feature", "category_id"), "severity"] in ("critical", "warning")

@@ -317,7 +317,7 @@ def load_history(store: Any, model: str, version_id: int | None, day: str, cfg: 
     else:
         wanted = list(ref.days)  # type: ignore[arg-type]
         label, scheme = f"fixed {wanted[0]}..{wanted[-1]}", "loo"
-    h = History(days=days, label=label, scheme=scheme)
+    h = History(days=days, label=label, scheme=scheme, today=day)
     if days:
         for kind, stats in SERIES.items():
             h.frames[kind] = store.series(kind, stats, model=model, days=days, run_kind=RUN_KIND)
@@ -342,7 +342,7 @@ def load_anchor(store: Any, model: str, day: str, cfg: NightlyConfig, trailing: 
     anchor = done[: int(cfg.reference.days)]  # type: ignore[arg-type]
     if len(anchor) < cfg.reference.min_days or anchor[-1] >= trailing.days[0]:
         return None
-    h = History(days=anchor, label=f"anchor {anchor[0]}..{anchor[-1]}", scheme="loo")
+    h = History(days=anchor, label=f"anchor {anchor[0]}..{anchor[-1]}", scheme="loo", today=day)
     h.frames["field_stats"] = store.series("field_stats", SERIES["field_stats"], model=model, days=anchor, run_kind=RUN_KIND)
     return h
 
@@ -526,7 +526,8 @@ def with_backtest(history: History, model: str, version_id: int, results: dict[s
         frames["drift"] = pd.concat([dr, pd.DataFrame(extra)], ignore_index=True) if extra else dr
     versions = {d: (version_id if d in days else v) for d, v in history.versions.items()}
     return History(days=list(history.days), label=history.label + " (back-tested with today's checkpoint)",
-                   scheme=history.scheme, frames=frames, recent=history.recent, versions=versions)  # fmt: skip
+                   scheme=history.scheme, frames=frames, recent=history.recent, versions=versions,
+                   today=history.today)  # fmt: skip
 
 
 def previous_checkpoint(store: Any, model: str, day: str, version_id: int) -> tuple[str, int, str] | None:

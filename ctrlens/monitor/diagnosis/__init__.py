@@ -45,7 +45,7 @@ from ctrlens.monitor.diagnosis.causes import label_pipeline_findings, swap_findi
 from ctrlens.monitor.diagnosis.data import anchor_findings, day_view, field_findings, position_findings, unseen_item_findings
 from ctrlens.monitor.diagnosis.heads import attribute, head_findings
 from ctrlens.monitor.diagnosis.model import checkpoint_change_findings, layer_findings, symptom_findings
-from ctrlens.monitor.diagnosis.rank import demote_secondary, ranked
+from ctrlens.monitor.diagnosis.rank import demote_secondary, demote_to_checkpoint, ranked
 from ctrlens.results import Result
 
 
@@ -63,9 +63,11 @@ def diagnose(drift: pd.DataFrame, ctx: Context) -> Result:
     findings += position_findings(day, ctx)
     # the model axis: the old and the new checkpoint on the same rows, then the layers against the reference
     findings += checkpoint_change_findings(day.d, a, ctx)
+    demote_to_checkpoint(findings, ctx)  # importance-only field findings of a diverged new checkpoint
     findings += layer_findings(a, ctx, changed=bool(ctx.extra.get("checkpoint_change")))
     findings += label_pipeline_findings(a, ctx, findings)
-    root = [f for f in findings if f.finding in ROOT_FINDINGS]
+    # a root cause explains the head's calibration only when it pages (an info finding is a symptom itself)
+    root = [f for f in findings if f.finding in ROOT_FINDINGS and f.severity in PAGING]
     head, cal_heads = head_findings(a, day.d, day.quality_alerts, ctx, root)
     findings += head
     symptom_sev = "info" if (root or cal_heads or not day.quality_alerts.empty) else "warning"

@@ -90,7 +90,7 @@ def named_field_cause(f: str, kind: str, rows: pd.DataFrame, alerted: pd.DataFra
 def label_pipeline_findings(a: pd.DataFrame, ctx: Context, findings: list[Finding]) -> list[Finding]:
     """Labels fell while the inputs and the model did not change (no root finding so far): the label pipeline."""
     out: list[Finding] = []
-    if not [f for f in findings if f.finding in ROOT_FINDINGS]:
+    if not [f for f in findings if f.finding in ROOT_FINDINGS and f.severity in PAGING]:
         for r in a[(a["subject_kind"] == "label") & (a["direction"] == "below")].itertuples(index=False):
             rel = (r.reference - r.value) / r.reference if r.reference and r.reference > 0 else float("nan")
             out.append(Finding(

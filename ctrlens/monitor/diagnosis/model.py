@@ -155,12 +155,14 @@ def checkpoint_change_findings(d: pd.DataFrame, a: pd.DataFrame, ctx: Context) -
     # over-training on a few rows moves exactly the rows it trained on, and a diverged run (a layer that
     # blew up or died) collapses whole tables: the table finding follows the training run's finding.
     # A partial overwrite (the rest of the table as before) is no training run's doing: it stays first.
-    overfit = any(f.finding == "overfitting" for f in out)
+    overfit = [f for f in out if f.finding == "overfitting"]
     diverged = [f for f in out if f.finding in ("exploding_activations", "dead_neurons", "saturated_neurons") and f.severity in PAGING]
+    lead = max(overfit + diverged, key=lambda f: f.score, default=None)
     for f in out:
-        if f.finding != "embedding_corruption" or not (overfit or (diverged and f.numbers["pattern"] == "collapsed")):
+        if lead is None or f.finding != "embedding_corruption" or not (overfit or (diverged and f.numbers["pattern"] == "collapsed")):
             continue
-        f.base = BASE_SCORE["model_regression"] - 1
+        # below the training run's finding whatever the strengths (a score adds up to 9.9 of strength)
+        f.base = min(BASE_SCORE["model_regression"] - 1, lead.score - 10.0)
         f.title += (" (the checkpoint is also over-fitted: its training moved these rows)" if overfit else
                     f" (the training run diverged: {diverged[0].finding} in layer {diverged[0].subject})")
     # a worse ranking is what a dead / exploding layer, a damaged table or over-fitting does: it follows them

@@ -32,6 +32,30 @@ def demote_secondary(findings: list[Finding]) -> None:
             f.title += f" -- probably a symptom of {top.finding} on {top.subject}: the model reads them together"
 
 
+#: Findings of the checkpoint's own training run: a new checkpoint that diverged or over-fitted.
+TRAINING_RUN = ("exploding_activations", "dead_neurons", "saturated_neurons", "model_regression", "overfitting")
+
+
+def demote_to_checkpoint(findings: list[Finding], ctx: Context) -> None:
+    """On a day served by a new checkpoint whose change report pages (a layer blew up or died, it
+    ranks worse than the previous one on the same rows, it over-fitted), a ``broken_feature`` that
+    rests on permutation importance alone is the new checkpoint's doing: a diverged model's
+    importances are noise (permuting a field can even raise its AUC), and the field's own inputs
+    did not move. Kept as ``info`` under the checkpoint's finding (in place)."""
+    if not ctx.new_version:
+        return
+    model = [f for f in findings if f.finding in TRAINING_RUN and f.severity in PAGING]
+    if not model:
+        return
+    top = max(model, key=lambda f: f.score)
+    for f in findings:
+        if f.finding == "broken_feature" and f.numbers.get("evidence") == "importance" and f.severity in PAGING:
+            f.severity = "info"
+            f.base = BASE_SCORE["saliency_shift"]
+            f.numbers["secondary_to"] = {"finding": top.finding, "subject": top.subject}
+            f.title += f" -- probably the new checkpoint ({top.finding} on {top.subject}), not the field's data"
+
+
 def ranked(findings: list[Finding], ctx: Context) -> Result:
     best: dict[tuple[str, str], Finding] = {}
     for f in findings:  # one row per (finding, subject): the strongest

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ctrlens.monitor.config import Thresholds
-from ctrlens.monitor.drift.bands import DISTANCES, FLOORS, REL_FLOORS, band, exceeded, fixed_severity, judge, pooled, reference_distances
+from ctrlens.monitor.drift.bands import (CALENDAR_STATISTICS, DISTANCES, FLOORS, REL_FLOORS, band, exceeded, fixed_severity, judge,
+                                         pooled, reference_distances, weekly_band)
 from ctrlens.monitor.drift.history import History
 from ctrlens.results import COLUMNS, Result
 
@@ -66,11 +67,17 @@ class SuiteCore:
         return self.t.floor(statistic, FLOORS.get(statistic, 0.0))
 
     def add(self, subject_kind: str, subject: str, statistic: str, value: float, ref_values: Sequence[float], *,
-            sides: str = "both", floor: float | None = None, rel_floor: float | None = None) -> dict[str, Any]:  # fmt: skip
-        """Test one statistic against its reference values and record the row."""
+            sides: str = "both", floor: float | None = None, rel_floor: float | None = None,
+            ref_days: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Test one statistic against its reference values and record the row. ``ref_days``: the day of
+        each reference value, for calendar statistics (:data:`CALENDAR_STATISTICS`: a weekly-cycle band
+        when the reference shows a cycle, see :func:`weekly_band`)."""
         fl = self.floor(statistic) if floor is None else floor
         rel = REL_FLOORS.get(statistic, self.t.rel_floor if statistic in DISTANCES else 0.0) if rel_floor is None else rel_floor
-        b = band(ref_values, k=self.t.k, floor=fl, rel_floor=rel) if len(ref_values) >= max(self.min_days - (1 if statistic in DISTANCES else 0), 2) else None
+        enough = len(ref_values) >= max(self.min_days - (1 if statistic in DISTANCES else 0), 2)
+        b = band(ref_values, k=self.t.k, floor=fl, rel_floor=rel) if enough else None
+        if b is not None and ref_days is not None and self.h.today and statistic in CALENDAR_STATISTICS:
+            b = weekly_band(ref_values, ref_days, self.h.today, k=self.t.k, floor=fl, rel_floor=rel) or b
         value = float(value) if value is not None and np.isfinite(value) else float("nan")
         if b is None:
             row = {"subject_kind": subject_kind, "subject": subject, "statistic": statistic,
@@ -99,11 +106,16 @@ class SuiteCore:
 
     def ref_values(self, kind: str, subject_kind: str, subject: str, mask_fn, col: str, transform=None) -> list[float]:
         """One column of the reference rows selected by ``mask_fn(frame)``, per usable day, in day order."""
+        return self.ref_series(kind, subject_kind, subject, mask_fn, col, transform)[1]
+
+    def ref_series(self, kind: str, subject_kind: str, subject: str, mask_fn, col: str,
+                   transform=None) -> tuple[list[str], list[float]]:  # fmt: skip
+        """``(days, values)``: :meth:`ref_values` with the day of each value."""
         sel = self._ref_rows(kind, subject_kind, subject, mask_fn)
         if sel is None:
-            return []
+            return [], []
         vals = sel[col].to_numpy(dtype=np.float64)
-        return list(transform(vals)) if transform is not None else list(vals)
+        return [str(d) for d in sel["day"]], list(transform(vals)) if transform is not None else list(vals)
 
     def ref_hists(self, kind: str, subject_kind: str, subject: str, mask_fn, col: str = "hist_json",
                   edges: Sequence[float] | None = None) -> list[np.ndarray]:  # fmt: skip

@@ -24,6 +24,7 @@ class History:
             today's model version, whose histograms share today's edges).
         recent: drift rows of the days just before today (``day`` + drift columns), for persistence.
         versions: reference day -> model version id.
+        today: the day tested (``None``: unknown; calendar statistics then keep the plain band).
     """
 
     days: list[str] = field(default_factory=list)
@@ -32,6 +33,7 @@ class History:
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     recent: pd.DataFrame = field(default_factory=pd.DataFrame)
     versions: dict[str, int] = field(default_factory=dict)
+    today: str | None = None
 
     def frame(self, kind: str) -> pd.DataFrame:
         f = self.frames.get(kind)

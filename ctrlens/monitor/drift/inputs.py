@@ -28,8 +28,8 @@ class InputTests(SuiteCore):
         for r in today.frame.itertuples(index=False):
             f = r.field
             if r.kind == "label":
-                self.add("label", f, "rate", r.mean, self.ref_values("field_stats", "label", f, eq("field", f), "mean"),
-                         floor=max(self.floor("rate"), binom_sd(r.mean, r.rows)))
+                days, vals = self.ref_series("field_stats", "label", f, eq("field", f), "mean")
+                self.add("label", f, "rate", r.mean, vals, floor=max(self.floor("rate"), binom_sd(r.mean, r.rows)), ref_days=days)
                 continue
             sk = "field"
             is_f = eq("field", f)

@@ -30,9 +30,10 @@ class ModelTests(SuiteCore):
                      floor=max(self.floor("auc"), auc_se(r.auc, r.positives, r.rows - r.positives)))
             # the click count is Poisson: calibration (sum pCTR / clicks) carries a relative noise 1/sqrt(clicks)
             cal_noise = abs(r.calibration) / math.sqrt(r.positives) if r.positives and np.isfinite(r.calibration) else 0.0
-            self.add("quality", h, "calibration", r.calibration, self.ref_values("quality", "quality", h, m, "calibration"),
-                     floor=max(self.floor("calibration"), cal_noise))
-            self.add("quality", h, "log_mean_pred", log_safe(r.mean_pred), self.ref_values("quality", "quality", h, m, "mean_pred", log_safe))
+            days, vals = self.ref_series("quality", "quality", h, m, "calibration")
+            self.add("quality", h, "calibration", r.calibration, vals, floor=max(self.floor("calibration"), cal_noise), ref_days=days)
+            days, vals = self.ref_series("quality", "quality", h, m, "mean_pred", log_safe)
+            self.add("quality", h, "log_mean_pred", log_safe(r.mean_pred), vals, ref_days=days)
             sh = r.score_hist_json if isinstance(r.score_hist_json, dict) else {}
             if sh.get("counts"):
                 refs = self.ref_hists("quality", "quality", h, m, "score_hist_json", edges=sh.get("edges"))

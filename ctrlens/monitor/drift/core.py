@@ -82,7 +82,7 @@ class SuiteCore:
         if b is None:
             row = {"subject_kind": subject_kind, "subject": subject, "statistic": statistic,
                    "method": f"recorded only: {len(ref_values)} reference value(s) < {self.min_days} ({self.h.label})",
-                   "value": value, "reference": float(np.nanmean(ref_values)) if len(ref_values) else float("nan"),
+                   "value": value, "reference": nanmean(ref_values),
                    "threshold": float("nan"), "direction": "above" if sides != "below" else "below", "alert": False,
                    "severity": 0.0}  # fmt: skip
         else:

@@ -66,6 +66,14 @@ def test_one_borderline_distance_is_not_believed() -> None:
     assert two.iloc[0]["finding"] == "distribution_shift"
     strong = findings([row("field", "hour", "psi", 0.5, 0.02, 0.08)])  # one statistic far beyond: believed
     assert strong.iloc[0]["finding"] == "distribution_shift"
+    # a lone PSI twice past its (narrow) band but below 0.1, JS and Wasserstein silent: sparse buckets, not
+    # believed -- on an image field as on any other (a clean daily-retrained world once paged
+    # image_pipeline_broken on hist_image for a PSI of 0.099 against a usual 0.011)
+    for f in ("hour", "hist_image"):
+        assert findings([row("field", f, "psi", 0.099, 0.0107, 0.0507)]).empty, f
+        assert findings([row("field", f, "psi", 0.099, 0.0107, 0.0507), row("field", f, "js", 0.2, 0.04, 0.12)]).iloc[0]["severity"] == \
+            ("critical" if f == "hist_image" else "warning")  # confirmed by a second distance: believed
+    assert findings([row("field", "hist_image", "psi", 0.35, 0.0107, 0.0507)]).iloc[0]["finding"] == "image_pipeline_broken"
 
 
 def test_missing_values_and_oov_surge() -> None:

@@ -1034,7 +1034,8 @@ def _checkpoint_checks(view: ModelView, dataset: Any, train_day: str, today_summ
         if r.head not in tq.index:
             continue
         gap = float(r.auc - tq.loc[r.head, "auc"])
-        info["auc"][r.head] = {"train": float(r.auc), "today": float(tq.loc[r.head, "auc"])}
+        info["auc"][r.head] = {"train": float(r.auc), "today": float(tq.loc[r.head, "auc"]),
+                               "train_positives": float(r.positives), "train_rows": float(r.rows)}
         obs.append({"subject_kind": "checkpoint", "subject": r.head, "statistic": "train_test_auc_gap", "value": gap,
                     "sides": "above", "fixed_threshold": 0.1,
                     "why": "AUC on its last training day exceeds today's by more than 0.1"})  # fmt: skip
@@ -1055,6 +1056,9 @@ CHANGE_THRESHOLDS = {
     "log_rank_ratio": math.log(0.5),  # effective rank of the looked-up rows halved (collapse)
     "excess_train_test_gap": 0.05,  # over-fitting: train-vs-test AUC gap beyond the old checkpoint's own
 }
+#: The excess train-vs-test gap alerts beyond this many standard errors of its sampling noise (the job's
+#: default band width ``k``), and beyond ``CHANGE_THRESHOLDS["excess_train_test_gap"]`` whatever the noise.
+EXCESS_GAP_Z = 4.0
 
 
 def _predictions(view: ModelView, batches: list[Batch], heads: list[str], device: torch.device) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -1217,11 +1221,16 @@ def checkpoint_change(old: ModelView, new: ModelView, dataset: Any, day: str, wa
         for h, v in new_auc.items():
             if h not in pt or h not in po:
                 continue
-            old_gap = _auc_of(*pt[h]) - _auc_of(*po[h])
+            old_train_auc = _auc_of(*pt[h])
+            old_gap = old_train_auc - _auc_of(*po[h])
             new_gap = float(v["train"] - v["today"])
-            y = po[h][0]
-            se = auc_se(float(v["today"]), float(y.sum()), float(len(y) - y.sum()))
-            thr = max(T["excess_train_test_gap"], 3.0 * se)
+            # the excess is a difference of two gaps measured on two different training days' rows: the
+            # noise of those two AUCs adds up (today's two AUCs share their rows and nearly cancel)
+            yt = pt[h][0]
+            pos_n, rows_n = float(v.get("train_positives", yt.sum())), float(v.get("train_rows", len(yt)))
+            se = math.hypot(auc_se(float(v["train"]), pos_n, rows_n - pos_n),
+                            auc_se(old_train_auc, float(yt.sum()), float(len(yt) - yt.sum())))
+            thr = max(T["excess_train_test_gap"], EXCESS_GAP_Z * se)
             info["overfit"][h] = {"new_train_day": new_train_day, "old_train_day": old_train_day, "new_gap": new_gap,
                                   "old_gap": old_gap, "threshold": thr}  # fmt: skip
             obs.append({"subject_kind": "checkpoint_change", "subject": h, "statistic": "excess_train_test_gap",

@@ -313,10 +313,24 @@ def _importance_lost(rows: pd.DataFrame | None) -> float:
     return float(v.max()) if v.size else 0.0
 
 
+#: A PSI that no other statistic confirms must also be material: below this (the usual "no significant
+#: change" line of PSI, and Evidently's default drift threshold) it is not believed alone.
+PSI_MATERIAL = 0.1
+
+
 def _convincing(shape: pd.DataFrame) -> bool:
     """A distribution change is believed when two different statistics see it, or one sees it at
-    twice its threshold distance: one borderline distance alone is noise more often than not."""
-    return bool(shape["statistic"].nunique() >= 2 or (len(shape) and shape["severity"].max() >= 2.0))
+    twice its threshold distance: one borderline distance alone is noise more often than not. A
+    lone PSI must also reach :data:`PSI_MATERIAL`: on a histogram with sparse buckets it swells
+    while JS and Wasserstein (the same two histograms) do not move."""
+    if shape["statistic"].nunique() >= 2:
+        return True
+    if not len(shape):
+        return False
+    top = shape.loc[shape["severity"].idxmax()]
+    if top["severity"] < 2.0:
+        return False
+    return not (top["statistic"] == "psi" and np.isfinite(top["value"]) and top["value"] < PSI_MATERIAL)
 
 
 def _is_collapse(r: Any) -> bool:

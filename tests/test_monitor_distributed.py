@@ -136,3 +136,49 @@ def test_ranks_and_workers_do_not_combine(nightly_world: NightlyWorld, tmp_path:
     r = run_cli("nightly", "--config", str(cfg), "--day", DAY, "--nproc", "2", "--workers", "2", "--quiet")
     assert r.returncode == 2 and "--workers" in r.stderr and "--nproc" in r.stderr, r.stderr[-2000:]
     assert DAY not in stored_days(tmp_path / "ctrlens.sqlite")
+
+
+def test_backtests_are_shared_by_the_ranks(nightly_world: NightlyWorld, tmp_path: Path) -> None:
+    """A checkpoint the reference days never saw is back-tested on them: under ``--nproc 2`` every
+    back-test day is computed by both ranks (as today is) and the day stores what one process stores."""
+    import torch
+
+    from ctrlens.models.checkpoint import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(nightly_world.checkpoint)
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.01)  # new weights: a new version, served from day 11 on
+    ck = save_checkpoint(tmp_path / "retrained.pt", model, step=1).path
+    cfgs = {}
+    for name in ("one", "two"):
+        m = [{"name": "pal", "checkpoint": str(ck), "rows": dict(ROWS)}]
+        cfgs[name] = nightly_world.config(tmp_path / name, db=nightly_world.snapshot, models=m, **EXTRA,
+                                          reference={"kind": "trailing", "days": 2, "min_days": 2})  # fmt: skip
+    job = NightlyJob(load_config(cfgs["one"]))
+    s = job.run(day=day(11))
+    assert [o.status for o in s.outcomes] == ["ok"], [o.error for o in s.outcomes]
+    assert sorted(d for _, d in job._backtests) == [day(9), day(10)]  # the reference days, back-tested
+    r = run_cli("nightly", "--config", str(cfgs["two"]), "--day", day(11), "--nproc", "2", "--json", "--quiet")
+    out = json.loads(r.stdout)
+    assert out["ranks"] == 2 and [o["status"] for o in out["outcomes"]] == ["ok"], r.stderr[-3000:]
+    a, b = (_stored_day(tmp_path / n / "ctrlens.sqlite", day(11)) for n in ("one", "two"))
+    assert "drift" in a  # compared with the back-tests: their numbers reach the stored drift tests
+    assert_same(a, b, "back-tests on 2 ranks")
+    # rank 1 takes part in each back-test day: killed as it starts its second, the day fails unwritten
+    cfg = nightly_world.config(tmp_path / "killed", db=nightly_world.snapshot, models=m, **EXTRA,
+                               reference={"kind": "trailing", "days": 2, "min_days": 2})  # fmt: skip
+    r = run_cli_env({"CTRLENS_FAULT": "nightly.rank1:2"}, "nightly", "--config", str(cfg), "--day", day(11), "--nproc",
+                    "2", "--json", "--quiet")  # fmt: skip
+    out = json.loads(r.stdout)
+    assert [o["status"] for o in out["outcomes"]] == ["failed"] and "rank" in out["outcomes"][0]["error"], r.stderr[-3000:]
+    assert day(11) not in stored_days(tmp_path / "killed" / "ctrlens.sqlite")
+
+
+def _stored_day(db: Path, d: str) -> dict[str, pd.DataFrame]:
+    s = Store(f"sqlite:///{db}")
+    try:
+        vid = int(s.versions(model="pal")["version_id"].max())
+        return {k: r.frame.drop(columns=[c for c in r.frame.columns if c in VOLATILE])
+                for k, r in s.read_day(vid, d, run_kind="nightly").items()}  # fmt: skip
+    finally:
+        s.close()

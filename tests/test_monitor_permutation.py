@@ -170,3 +170,67 @@ def test_streamed_day_parts_equal_the_collected_computation(tmp_path):
     assert got["rows"].tolist() == want["count"].tolist()
     np.testing.assert_allclose(got["clicks"], want["sum"].astype(float))
     np.testing.assert_allclose(got["ctr"], want["sum"] / want["count"])
+
+
+def test_sharded_stream_shares_cover_the_stream_once(tmp_path):
+    """The ranks' shares of a whole-day stream (``every=(rank, world)``) are the one-process stream's
+    batches, each exactly once, for 1, 2 and 3 ranks; ``first`` puts the stream's first batch ahead of
+    another rank's share (where it takes the histogram edges) without making it part of the share."""
+    from ctrlens.data import DailyDataset
+    from ctrlens.monitor.compute import stream_batches
+    from data_fixtures import write_dataset
+
+    write_dataset(tmp_path, rows=500)
+    ds = DailyDataset(tmp_path)
+    d = "2026-01-01"
+    one = [b.row.tolist() for b in stream_batches(ds, d, 0, batch_size=64, seed=3, images=False)]
+    assert len(one) == 8 and sorted(sum(one, [])) == list(range(500))
+    for world in (1, 2, 3):
+        got: dict[int, list[int]] = {}
+        for rank in range(world):
+            share = [b.row.tolist() for b in stream_batches(ds, d, 0, batch_size=64, seed=3, images=False, rank=rank,
+                                                            world_size=world, first=True)]  # fmt: skip
+            if rank > 0:
+                assert share[0] == one[0]  # the stream's first batch, for the edges
+                share = share[1:]
+            own = list(range(rank, len(one), world))
+            assert len(share) == len(own)
+            got.update(zip(own, share))
+        assert [got[i] for i in range(len(one))] == one, world
+
+
+def test_dependence_equals_the_brute_force_mutual_information():
+    """Normalised mutual information from joint counts (bincount for small code ranges, sorting for
+    large ones) against a dictionary count of the pairs, bit for bit where the summation order agrees."""
+    from collections import Counter
+
+    from ctrlens.monitor import compute
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    a = rng.integers(0, 5, n)
+    codes = {"a": a, "b": (a * 7 + rng.integers(0, 3, n)) % 11, "noise": rng.integers(0, 4, n),
+             "big": rng.integers(0, 2500, n), "const": np.zeros(n, np.int64)}  # fmt: skip
+    codes = compute._renumber(codes)
+
+    def h(values) -> float:
+        c = np.array([v for _, v in sorted(Counter(values).items())], dtype=np.float64)
+        p = c / c.sum()
+        return float(-(p * np.log(p)).sum())
+
+    for limit in (compute.BINCOUNT_CODES, 0):  # counted directly; every pair sorted
+        old = compute.BINCOUNT_CODES
+        compute.BINCOUNT_CODES = limit
+        try:
+            got = compute.dependence(codes)
+        finally:
+            compute.BINCOUNT_CODES = old
+        for (x, y), v in got.items():
+            lo = min(h(codes[x].tolist()), h(codes[y].tolist()))
+            if lo <= 1e-9:
+                assert np.isnan(v), (x, y)
+                continue
+            hxy = h(list(zip(codes[x].tolist(), codes[y].tolist())))
+            want = min(max((h(codes[x].tolist()) + h(codes[y].tolist()) - hxy) / lo, 0.0), 1.0)
+            assert v == pytest.approx(want, rel=1e-12, abs=1e-12), (x, y, limit)
+        assert got[("a", "b")] > 0.5 and got[("a", "noise")] < 0.05

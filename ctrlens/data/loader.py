@@ -310,6 +310,7 @@ class DailyDataset:
         shuffle_buffer: int = SHUFFLE_BUFFER,
         images: bool = True,
         every: tuple[int, int] | None = None,
+        first: bool = False,
     ) -> Iterator[Batch]:
         """Stream rank ``rank``'s share of ``day`` in batches of ``batch_size`` rows (the last may be shorter).
 
@@ -329,6 +330,9 @@ class DailyDataset:
                 (the others are read, not built). Analyses shard a day this way: with
                 ``(rank, world_size)`` the ranks together get exactly one process's batches, whatever
                 the number of ranks (``rank``/``world_size`` above give each rank other batches).
+            first: with ``every``, also yield the stream's first batch (before the others) when it is
+                not one of those: a share that must take settings from the day's first rows (e.g.
+                histogram edges) gets them from the pass it reads anyway.
 
         Counts of missing and out-of-vocabulary values of this pass: :meth:`counts`.
         """
@@ -359,14 +363,14 @@ class DailyDataset:
             raise InputError(f"every must be (start, step) with 0 <= start < step; got {every}")
         # a generator from here on: argument and layout errors above surface at the call, not at first next()
         return self._stream(plan, segments, ranges, counts, batch_size, rng, max(shuffle_buffer, batch_size), images,
-                            every)
+                            every, first)
 
     def _stream(self, plan: DayPlan, segments: list[Segment], ranges: list[tuple[int, int]], counts: DayCounts,
                 batch_size: int, rng: np.random.Generator | None, buffer_rows: int, images: bool,
-                every: tuple[int, int] | None = None) -> Iterator[Batch]:
+                every: tuple[int, int] | None = None, first: bool = False) -> Iterator[Batch]:
         chunks = self._chunks(plan, segments, ranges, counts)
         for i, chunk in enumerate(_rebatch(chunks, batch_size, rng, buffer_rows)):
-            if every is None or i % every[1] == every[0]:
+            if every is None or i % every[1] == every[0] or (first and i == 0):
                 yield self.to_batch(chunk, images=images, day=plan.day)
 
     def _chunks(self, plan: DayPlan, segments: list[Segment], ranges: list[tuple[int, int]],

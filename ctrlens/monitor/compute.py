@@ -92,18 +92,19 @@ def sample_batches(dataset: Any, day: str, rows: int, *, batch_size: int, seed: 
 
 
 def stream_batches(dataset: Any, day: str, rows: int, *, batch_size: int, seed: int, images: bool = True,
-                   rank: int = 0, world_size: int = 1) -> Iterator[Batch]:  # fmt: skip
+                   rank: int = 0, world_size: int = 1, first: bool = False) -> Iterator[Batch]:  # fmt: skip
     """:func:`sample_batches` as a stream (one batch in memory at a time).
 
     With ``world_size > 1``: rank ``rank``'s share, the batches ``rank, rank + world_size, ...`` of
     the one-process stream (sharded by global batch index, so the union over the ranks is the same
-    batches whatever the number of ranks)."""
+    batches whatever the number of ranks); ``first``: preceded by the stream's first batch when
+    that is not the rank's own (rank > 0)."""
     limit = None if rows <= 0 else rows
     kw: dict[str, Any] = {"images": images} if not images else {}
     if limit is None:  # the whole day: every row is used anyway; mixing windows need not hold a day
         kw["shuffle_buffer"] = WHOLE_DAY_SHUFFLE_ROWS
     if world_size > 1:
-        kw["every"] = (rank, world_size)
+        kw.update(every=(rank, world_size), first=first)
     return iter(dataset.iter_batches(day, batch_size=batch_size, shuffle=True, seed=seed, limit=limit, **kw))
 
 
@@ -687,10 +688,30 @@ class DependenceSample:
                 for (a, c), v in deps.items()]  # fmt: skip
 
 
+#: Largest joint code range counted with ``np.bincount`` (a dense count array: 8 bytes per code);
+#: beyond it the joint values are sorted instead.
+BINCOUNT_CODES = 1 << 22
+
+
 def _entropy(codes: np.ndarray) -> float:
-    c = np.bincount(codes).astype(np.float64)
+    return _entropy_of_counts(np.bincount(codes))
+
+
+def _entropy_of_counts(c: np.ndarray) -> float:
+    """Plug-in entropy of counts ``c`` (zeros ignored), summed in the order given."""
+    c = c.astype(np.float64)
     p = c[c > 0] / c.sum()
     return float(-(p * np.log(p)).sum())
+
+
+def _joint_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Counts of the distinct pairs ``(a, b)`` of two code arrays ``[n]``, in increasing order of the
+    pair (as ``np.unique`` orders them): counted directly when the code range is small, else sorted."""
+    nb = int(b.max()) + 1
+    joint = a * nb + b
+    if (int(a.max()) + 1) * nb <= BINCOUNT_CODES:
+        return np.bincount(joint)  # zero counts are skipped by the entropy: the same nonzero sequence
+    return np.unique(joint, return_counts=True)[1]
 
 
 def dependence(codes: dict[str, np.ndarray]) -> dict[tuple[str, str], float]:
@@ -707,8 +728,7 @@ def dependence(codes: dict[str, np.ndarray]) -> dict[tuple[str, str], float]:
             if not lo > 1e-9:
                 out[(a, b)] = float("nan")
                 continue
-            joint = codes[a] * (int(codes[b].max()) + 1) + codes[b]
-            hab = _entropy(np.unique(joint, return_inverse=True)[1])
+            hab = _entropy_of_counts(_joint_counts(codes[a], codes[b]))
             out[(a, b)] = float(min(max((h[a] + h[b] - hab) / lo, 0.0), 1.0))
     return out
 
@@ -867,11 +887,16 @@ def compute_day(
 
         t0 = time.perf_counter()
         step("neurons + quality")
-        if world > 1 and neuron_edges is None:  # histogram edges from the day's first forward, as one process takes them
-            neuron_edges = _first_forward_edges(view, dataset, day, watch, batch_size=batch_size, seed=seed,
-                                                device=dev, images=images)  # fmt: skip
+        # histogram edges of a version's first day: the day's first forward's, as one process takes them.
+        # Rank 0's first batch is the stream's first: its pass takes them itself; another rank reads
+        # that batch with its share (no second read of the day) and takes them from it
+        edges_first = rank > 0 and neuron_edges is None
         batches = stream_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed, images=images,
-                                 rank=rank, world_size=world)  # fmt: skip
+                                 rank=rank, world_size=world, first=edges_first)  # fmt: skip
+        if edges_first:
+            batches = iter(batches)
+            first = next(batches, None)
+            neuron_edges = _first_forward_edges(view, first, watch, seed=seed, device=dev) if first is not None else None
         # one streamed pass: each batch feeds the neuron statistics, quality, permutation importance
         # and dependence sample, then is dropped (whole-day mode keeps memory flat)
         perm = PermutationImportance(view, heads, seed=seed, device=dev, stride=(rank, world)) if watch.permutation else None
@@ -966,14 +991,11 @@ def compute_day(
     return DayResults(out, obs, meta, summary)
 
 
-def _first_forward_edges(view: ModelView, dataset: Any, day: str, watch: ModelWatch, *, batch_size: int, seed: int,
-                         device: torch.device, images: bool) -> dict[str, tuple[float, float]]:  # fmt: skip
-    """The histogram edges one process would take for each layer without frozen edges: those of the
-    day's first forward (the first :data:`CPU_FORWARD_ROWS` rows of its first batch on CPU). Every
-    rank computes them alike, so a sharded day bins as one process does."""
-    first = next(iter(stream_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed, images=images)), None)
-    if first is None:
-        return {}
+def _first_forward_edges(view: ModelView, first: Batch, watch: ModelWatch, *, seed: int,
+                         device: torch.device) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """The histogram edges one process takes for each layer without frozen edges: those of the
+    day's first forward over ``first``, the stream's first batch (its first :data:`CPU_FORWARD_ROWS`
+    rows on CPU, as :func:`hooked_pass` splits it)."""
     if device.type == "cpu" and len(first) > CPU_FORWARD_ROWS:
         first = next(iter(first.split(CPU_FORWARD_ROWS)))
     part = hooked_pass(view, [first], [], layers=watch.layers, edges=None, seed=seed, device=device, partial=True)

@@ -34,6 +34,7 @@ notification could not be delivered (it is retried by the next run; see :mod:`ct
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -445,7 +446,8 @@ MODEL_KINDS = ("quality", "saliency", "probe", "layer_stats", "embedding_health"
 
 def backtest(view: Any, ds: Any, watch: ModelWatch, days: list[str], cfg: NightlyConfig, *,
              neuron_edges: dict[str, tuple[float, float]] | None,
-             cache: dict[tuple[str, str], tuple[Any, Any]] | None = None) -> tuple[dict[str, Any], dict[str, tuple[float, float]] | None]:  # fmt: skip
+             cache: dict[tuple[str, str], tuple[Any, Any]] | None = None,
+             compute: Callable[..., Any] | None = None) -> tuple[dict[str, Any], dict[str, tuple[float, float]] | None]:  # fmt: skip
     """Score the reference ``days`` with today's checkpoint ``view``: its checkpoint-dependent results
     there (:func:`~ctrlens.monitor.compute.compute_day` with ``model_only=True``; the same seeded
     samples the nightly run uses, so a day the checkpoint did serve gives its nightly numbers).
@@ -454,11 +456,15 @@ def backtest(view: Any, ds: Any, watch: ModelWatch, days: list[str], cfg: Nightl
     so a backfill in any order gives the same answer. ``neuron_edges``: the version's histogram edges
     when it has stored days; else the first back-test day's edges are taken for the others (and for
     today). ``cache``: ``(weights hash, day) -> (edges, DayResults)``, reused within one job.
+    ``compute``: :func:`~ctrlens.monitor.compute.compute_day` or a stand-in with its signature (under
+    torch.distributed, :meth:`~ctrlens.monitor.distributed.Cluster.compute_day` shares each
+    back-test day among the ranks as it shares today).
 
     Returns ``(day -> DayResults, edges)``.
     """
     from ctrlens.monitor.compute import compute_day
 
+    compute = compute or compute_day
     info = checkpoint_of(view)
     out: dict[str, Any] = {}
     edges = neuron_edges
@@ -468,8 +474,8 @@ def backtest(view: Any, ds: Any, watch: ModelWatch, days: list[str], cfg: Nightl
         if hit is not None and (edges is None or hit[0] == edges):
             res = hit[1]
         else:
-            res = compute_day(view, ds, d, watch, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
-                              neuron_edges=edges, version=info.version, model_only=True)  # fmt: skip
+            res = compute(view, ds, d, watch, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
+                          neuron_edges=edges, version=info.version, model_only=True)  # fmt: skip
             if cache is not None:
                 while len(cache) >= 64:  # a long backfill: keep the most recent back-tests only
                     cache.pop(next(iter(cache)))
@@ -705,8 +711,6 @@ class NightlyJob:
 
     def _compute_and_write(self, store: Any, ds: Any, view: Any, info: Any, watch: ModelWatch, day: str, vid: int, o: Outcome,
                            holes: list[str], lease: Any) -> None:  # fmt: skip
-        from ctrlens.monitor.compute import compute_day
-
         cfg = self.cfg
         deps = reference_days(store, watch.name, vid, day, cfg)
         stamps = _stamps(store, watch.name, deps)
@@ -726,7 +730,8 @@ class NightlyJob:
         bt_history = None
         if other:  # reference days served by another checkpoint: back-test today's on them
             self.progress("step", model=watch.name, day=day, step=f"back-test on {len(other)} reference day(s)")
-            bt, neuron_edges = backtest(view, ds, watch, other, cfg, neuron_edges=neuron_edges, cache=self._backtests)
+            bt, neuron_edges = backtest(view, ds, watch, other, cfg, neuron_edges=neuron_edges, cache=self._backtests,
+                                        compute=self._compute(o))  # fmt: skip
             bt_history = with_backtest(history, watch.name, vid, bt)
         train_day = None
         if not deps["neuron_edges"] and info.days_seen:  # the checkpoint's first day: check it against its training
@@ -742,10 +747,7 @@ class NightlyJob:
         kw = dict(batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, field_edges=field_edges,
                   neuron_edges=neuron_edges, version=info.version, train_day=train_day, initial=initial,
                   progress=lambda step: self.progress("step", model=watch.name, day=day, step=step))  # fmt: skip
-        if self.cluster is not None:  # every rank computes its share; this one merges
-            res = self.cluster.compute_day(view, ds, day, watch, checkpoint=str(o.checkpoint), **kw)
-        else:
-            res = compute_day(view, ds, day, watch, **kw)
+        res = self._compute(o)(view, ds, day, watch, **kw)
         change = self._checkpoint_change(store, ds, view, watch, day, vid, res, train_day)
         fault_point("job.computed")
         self.progress("step", model=watch.name, day=day, step="drift + diagnosis")
@@ -802,6 +804,15 @@ class NightlyJob:
                                      "severity": rec.severity, "title": rec.title})  # fmt: skip
         o.timings = dict(res.meta.get("seconds", {}))
 
+
+    def _compute(self, o: Outcome) -> Callable[..., Any]:
+        """:func:`~ctrlens.monitor.compute.compute_day` for the checkpoint of ``o``: under
+        torch.distributed every rank computes its share and this one merges."""
+        from ctrlens.monitor.compute import compute_day
+
+        if self.cluster is None:
+            return compute_day
+        return functools.partial(self.cluster.compute_day, checkpoint=str(o.checkpoint))
 
     def _checkpoint_change(self, store: Any, ds: Any, view: Any, watch: ModelWatch, day: str, vid: int, res: Any,
                            train_day: str | None) -> dict[str, Any]:  # fmt: skip

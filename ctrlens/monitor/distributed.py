@@ -6,15 +6,16 @@ gloo on CPU, NCCL when the job's device is CUDA (rank ``r`` on ``cuda:LOCAL_RANK
 objects the ranks exchange travel over a gloo group either way.
 
 Rank 0 runs :class:`~ctrlens.monitor.job.NightlyJob` as one process would -- the store, the leases,
-the drift tests, the reports, the notifications are its alone. For each model-day it broadcasts a
-*compute* command; every rank then runs :func:`~ctrlens.monitor.compute.compute_day` with a
-:class:`Shard`:
+the drift tests, the reports, the notifications are its alone. For each model-day (and each day a
+new checkpoint is back-tested on) it broadcasts a *compute* command; every rank then runs
+:func:`~ctrlens.monitor.compute.compute_day` with a :class:`Shard`:
 
 * the streamed pass (neurons, layers, quality, permutation importance, dependence sample) is
   sharded by **global batch index**: batch ``b`` of the day's stream goes to rank ``b % world``, so
   the union over the ranks is the one-process stream's batches, whatever the number of ranks;
   permutations are seeded by (seed, batch index, chunk index), samples chosen by row hashes or by
-  stream position, histogram edges taken from the day's first forward -- by construction nothing
+  stream position, histogram edges taken from the day's first forward (rank 0's pass starts with
+  it; the other ranks read the stream's first batch with their share) -- by construction nothing
   depends on the number of ranks beyond float summation order;
 * the sample analyses (field statistics, probes, saliency) run whole, each on one rank;
 * every rank's share comes back to rank 0 (:meth:`Shard.merge_day`), which merges them (``merge``
@@ -39,8 +40,9 @@ from ctrlens.errors import InputError
 #: The sample analyses of a day and the rank each runs on (rank ``(world - 1 - i) % world`` for the
 #: i-th): rank 0, which merges and finishes the day, gets them last.
 TASKS = ("field_stats", "saliency", "probes")
-#: How long a rank waits for the others (rank 0 alone runs back-tests, drift tests and reports
-#: while the others wait): generous, since a dead peer is noticed through its closed connection.
+#: How long a rank waits for the others (rank 0 alone runs the checkpoint change report, drift tests
+#: and reports while the others wait): generous, since a dead peer is noticed through its closed
+#: connection.
 TIMEOUT_S = float(os.environ.get("CTRLENS_DIST_TIMEOUT_S", 6 * 3600))
 
 

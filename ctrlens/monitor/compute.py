@@ -894,7 +894,6 @@ def compute_day(
         batches = stream_batches(dataset, day, watch.rows.neurons, batch_size=batch_size, seed=seed, images=images,
                                  rank=rank, world_size=world, first=edges_first)  # fmt: skip
         if edges_first:
-            batches = iter(batches)
             first = next(batches, None)
             neuron_edges = _first_forward_edges(view, first, watch, seed=seed, device=dev) if first is not None else None
         # one streamed pass: each batch feeds the neuron statistics, quality, permutation importance

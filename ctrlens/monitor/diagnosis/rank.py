@@ -25,11 +25,8 @@ def demote_secondary(findings: list[Finding]) -> None:
         return
     top = max(primary, key=lambda f: f.score)
     for f in findings:
-        if f.finding == "broken_feature" and f.numbers.get("evidence") == "importance" and f.subject != top.subject:
-            f.severity = "info"
-            f.base = BASE_SCORE["saliency_shift"]
-            f.numbers["secondary_to"] = {"finding": top.finding, "subject": top.subject}
-            f.title += f" -- probably a symptom of {top.finding} on {top.subject}: the model reads them together"
+        if _importance_only(f) and f.subject != top.subject:
+            _keep_under(f, top, f"probably a symptom of {top.finding} on {top.subject}: the model reads them together")
 
 
 #: Findings of the checkpoint's own training run: a new checkpoint that diverged or over-fitted.
@@ -49,11 +46,22 @@ def demote_to_checkpoint(findings: list[Finding], ctx: Context) -> None:
         return
     top = max(model, key=lambda f: f.score)
     for f in findings:
-        if f.finding == "broken_feature" and f.numbers.get("evidence") == "importance" and f.severity in PAGING:
-            f.severity = "info"
-            f.base = BASE_SCORE["saliency_shift"]
-            f.numbers["secondary_to"] = {"finding": top.finding, "subject": top.subject}
-            f.title += f" -- probably the new checkpoint ({top.finding} on {top.subject}), not the field's data"
+        if _importance_only(f) and f.severity in PAGING:
+            _keep_under(f, top, f"probably the new checkpoint ({top.finding} on {top.subject}), not the field's data")
+
+
+def _importance_only(f: Finding) -> bool:
+    """A ``broken_feature`` resting on permutation importance alone (the field's own rows as usual)."""
+    return f.finding == "broken_feature" and f.numbers.get("evidence") == "importance"
+
+
+def _keep_under(f: Finding, top: Finding, why: str) -> None:
+    """Keep ``f`` as an ``info`` symptom of ``top`` (in place): ranked as a saliency shift, ``why`` in
+    its title, ``top`` named in its evidence (``secondary_to``)."""
+    f.severity = "info"
+    f.base = BASE_SCORE["saliency_shift"]
+    f.numbers["secondary_to"] = {"finding": top.finding, "subject": top.subject}
+    f.title += f" -- {why}"
 
 
 def ranked(findings: list[Finding], ctx: Context) -> Result:

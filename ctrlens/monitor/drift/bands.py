@@ -116,15 +116,15 @@ def weekly_band(values: Sequence[float], days: Sequence[str], today: str, *, k: 
 
     from scipy import stats as sstats
 
+    def harmonic(day: str) -> list[float]:  # the design row of a day: level, cos and sin of its weekday
+        a = 2 * np.pi * dt.date.fromisoformat(str(day)[:10]).weekday() / 7
+        return [1.0, math.cos(a), math.sin(a)]
+
     pairs = [(d, float(v)) for d, v in zip(days, values) if v is not None and np.isfinite(v)]
-    if len(pairs) < 7:
-        return None
-    w = np.array([dt.date.fromisoformat(str(d)[:10]).weekday() for d, _ in pairs], dtype=np.float64)
-    if len(set(w.tolist())) < 5:
+    if len(pairs) < 7 or len({dt.date.fromisoformat(str(d)[:10]).weekday() for d, _ in pairs}) < 5:
         return None
     y = np.array([v for _, v in pairs])
-    ang = 2 * np.pi * w / 7
-    x = np.column_stack([np.ones_like(ang), np.cos(ang), np.sin(ang)])
+    x = np.array([harmonic(d) for d, _ in pairs])
     n, p = x.shape
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     rss = float(((y - x @ coef) ** 2).sum())
@@ -135,8 +135,7 @@ def weekly_band(values: Sequence[float], days: Sequence[str], today: str, *, k: 
     f = ((tss - rss) / (p - 1)) / (rss / dof) if rss > 0 else np.inf
     if not f > sstats.f.ppf(1 - alpha, p - 1, dof):
         return None
-    t_ang = 2 * np.pi * dt.date.fromisoformat(str(today)[:10]).weekday() / 7
-    x0 = np.array([1.0, np.cos(t_ang), np.sin(t_ang)])
+    x0 = np.array(harmonic(today))
     lev = float(x0 @ np.linalg.pinv(x.T @ x) @ x0)
     sd = math.sqrt(rss / dof) * math.sqrt(1.0 + lev)
     c = float(x0 @ coef)

@@ -70,3 +70,49 @@ def test_cli_neurons_json_and_summary_file(din, tmp_path, capsys) -> None:
         main(["neurons", "--checkpoint", str(ckpt), "--data", str(ds.root), "--day", "1999-01-01"])
     assert e.value.code == 2
     assert "--day '1999-01-01' is not a day of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", ["eager", "compiled"])
+def test_packed_attention_taps_give_the_padded_runs_statistics(din, engine) -> None:
+    """Watched, DIN's attention unit still runs on the real history positions only (its taps accept
+    packed ``[n, H]`` outputs); the statistics equal those of the padded run, which a foreign hook
+    (one that does not accept packed outputs) forces."""
+    from ctrlens.models.blocks.attention import AttentionPooling
+
+    ds, model = din
+    view = model.lens()
+    batches = list(ds.iter_batches(ds.days()[4], 512, limit=1500, images=False))
+    units = [m for m in model.modules() if isinstance(m, AttentionPooling)]
+    assert units
+    seen: list[bool] = []
+    orig = AttentionPooling._packable
+
+    def spy(self, mask):
+        r = orig(self, mask)
+        seen.append(r)
+        return r
+
+    kw = dict(sample_size=300, hist_rate=0.3, seq_rate=0.6, engine=engine)
+    AttentionPooling._packable = spy  # type: ignore[method-assign]
+    try:
+        packed = NeuronMonitor(view, **kw).run(batches)
+        assert seen and all(seen), "the watched attention unit did not take its packed path"
+        seen.clear()
+        handle = units[0].mlp.acts[0].register_forward_hook(lambda m, a, o: None)
+        try:
+            padded = NeuronMonitor(view, **kw).run(batches)
+        finally:
+            handle.remove()
+        assert seen and not any(seen)
+    finally:
+        AttentionPooling._packable = orig  # type: ignore[method-assign]
+    for name in view.layers:
+        a, b = packed[name], padded[name]
+        np.testing.assert_array_equal(a.counts, b.counts, err_msg=name)
+        np.testing.assert_array_equal(a.hist, b.hist, err_msg=name)
+        np.testing.assert_array_equal(a.zeros, b.zeros, err_msg=name)
+        np.testing.assert_array_equal(a.sample_key, b.sample_key, err_msg=name)
+        np.testing.assert_allclose(a.sample, b.sample, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(a.means, b.means, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(a.m2, b.m2, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(a.maximum, b.maximum, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -343,3 +343,15 @@ def test_compiled_engine_matches_eager_on_every_layer(tiny, monkeypatch):
             np.testing.assert_array_equal(c[name].saturated, s[name].saturated)
         assert np.abs(c[name].hist - s[name].hist).sum() <= 2  # fused float ops may move a boundary value
         np.testing.assert_array_equal(c[name].sample_key, s[name].sample_key)
+
+
+@pytest.mark.parametrize("shape", [(33001, 80), (4097, 64), (5000, 7), (129, 4096), (70000, 9)])
+def test_column_min_max_folds_to_the_exact_extremes(shape) -> None:
+    from ctrlens.neurons.kernels import column_min_max
+
+    g = torch.Generator().manual_seed(shape[0])
+    x = torch.randn(*shape, generator=g)
+    x[-1, 0] = 50.0  # an extreme in the odd last row of the first fold
+    x[shape[0] // 2, -1] = -50.0
+    mn, mx = column_min_max(x)
+    assert torch.equal(mn, x.amin(0)) and torch.equal(mx, x.amax(0))

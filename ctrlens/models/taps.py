@@ -6,6 +6,12 @@ callback. A callback may return a tensor to *replace* the output (how saliency s
 embeddings). Calls are counted per forward pass, so a module that is called more often than its
 taps say is caught and refused with a message naming it -- never silently mixed (captum #1104).
 Hooks are removed on exit, so an idle model pays nothing (nnsight's lesson).
+
+Packed sequence outputs. A model may run a masked layer on the real positions only (DIN's attention
+unit at inference skips the ~55% of behaviour slots that are padding), giving ``[n, N]`` with ``n``
+the real positions of the mask in row-major order instead of ``[B, L, N]``. It may do so only when
+every hook on the module accepts such outputs (:func:`accepts_packed`); a session opts in with
+``packed=True`` and its callback then sees ``TapEvent.packed``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ class TapEvent:
     output: Tensor
     batch: Batch
     mask: Tensor | None
+    packed: bool = False  # output is [n, ...] over the real positions of mask (row-major), not [B, L, ...]
+
+
+def accepts_packed(module: nn.Module) -> bool:
+    """Whether ``module`` may return only the real positions of a sequence (``[n, N]``, see the module
+    docstring): no pre-hooks, and every forward hook (if any) comes from a ``packed=True`` session."""
+    if module._forward_pre_hooks:
+        return False
+    return all(getattr(h, "ctrlens_packed", False) for h in module._forward_hooks.values())
 
 
 Callback = Callable[[TapEvent], "Tensor | None"]
@@ -49,6 +64,8 @@ class TapSession:
         taps: name -> :class:`Tap`, :class:`LayerSpec` or :class:`FieldSpec`.
         callback: called once per tap per forward with a :class:`TapEvent`; may return a
             replacement for the output.
+        packed: the callback handles packed sequence outputs (``TapEvent.packed``), so models may
+            run masked layers on their real positions only (:func:`accepts_packed`).
 
     Example::
 
@@ -57,8 +74,11 @@ class TapSession:
                 outputs = s.forward(batch)
     """
 
-    def __init__(self, view: ModelView, taps: Mapping[str, Tap | LayerSpec | FieldSpec], callback: Callback):
+    def __init__(
+        self, view: ModelView, taps: Mapping[str, Tap | LayerSpec | FieldSpec], callback: Callback, packed: bool = False
+    ):
         self.view = view
+        self.packed = packed
         self.taps: dict[str, Tap] = {k: getattr(v, "tap", v) for k, v in taps.items()}  # type: ignore[misc]
         self.callback = callback
         self._by_module: dict[int, list[tuple[str, Tap]]] = defaultdict(list)
@@ -100,11 +120,14 @@ class TapSession:
                 mask = self._batch.masks.get(tap.mask) if tap.mask else None
                 if tap.mask and mask is None:
                     raise TapError(f"tap {name!r}: batch has no mask for sequence field {tap.mask!r}")
-                r = self.callback(TapEvent(name, tap, out, self._batch, mask))
+                # a masked output that is not [B, L, ...] can only be the real positions (see accepts_packed)
+                packed = self.packed and mask is not None and out.dim() == 2
+                r = self.callback(TapEvent(name, tap, out, self._batch, mask, packed))
                 if r is not None:
                     replaced = r
             return replaced
 
+        hook.ctrlens_packed = self.packed  # type: ignore[attr-defined]
         return hook
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:

@@ -30,7 +30,7 @@ from torch import Tensor
 
 Engine = Literal["eager", "compiled"]
 _SHIFT_ROWS = 64
-_BLOCKED_MIN = 1 << 18  # elements from which blocked min/max beats amin/amax over dim 0
+_BLOCKED_MIN = 1 << 18  # elements from which folded min/max (column_min_max) beats amin/amax over dim 0
 _CHUNK = 128  # rows per first-level block of big reductions (fits L1/L2 for N up to ~2k)
 CHUNK = _CHUNK  # the compiled kernel's row block: callers pad row lists to a multiple of it
 # below these sizes a compiled call's fixed cost (guards, launch) exceeds what it saves
@@ -55,21 +55,30 @@ def layout(N: int) -> dict[str, slice]:
 
 
 def column_min_max(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(x.amin(0), x.amax(0))`` of ``x [n, N]``, over blocks of rows on big inputs.
+    """``(x.amin(0), x.amax(0))`` of ``x [n, N]``, by halving on big inputs.
 
-    PyTorch's CPU reductions over the leading dimension of a matrix that does not fit in cache are
-    slow; reducing ``[n / R, R, N]`` over the block first reads memory once. Exact.
+    PyTorch's CPU min/max over the leading dimension of a tall matrix is several times slower than
+    its elementwise ``minimum`` / ``maximum``; folding the bottom half of the rows onto the top half
+    until ~128 rows are left reads memory about twice and measured 1.5-2.5x faster on attention-unit
+    sized layers (33k x 40-80). Exact. Narrow layers keep ``amin`` / ``amax`` (the fold's calls cost more).
     """
     n, N = x.shape
-    n0 = (n // _CHUNK) * _CHUNK
-    if x.numel() < _BLOCKED_MIN or n0 == 0:
+    if x.numel() < _BLOCKED_MIN or N < 8:
         return x.amin(0), x.amax(0)
-    v = x[:n0].view(-1, _CHUNK, N)
-    mn, mx = v.amin(1).amin(0), v.amax(1).amax(0)
-    if n0 < n:
-        mn = torch.minimum(mn, x[n0:].amin(0))
-        mx = torch.maximum(mx, x[n0:].amax(0))
-    return mn, mx
+    a, b = _fold(x, x, n)
+    while a.shape[0] > _CHUNK:
+        a, b = _fold(a, b, a.shape[0])
+    return a.amin(0), b.amax(0)
+
+
+def _fold(a: Tensor, b: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Rows ``n // 2`` of the running minima ``a`` and maxima ``b`` (an odd last row folded into row 0)."""
+    h = n // 2
+    lo, hi = torch.minimum(a[:h], a[h : 2 * h]), torch.maximum(b[:h], b[h : 2 * h])
+    if n % 2:
+        lo[0] = torch.minimum(lo[0], a[n - 1])
+        hi[0] = torch.maximum(hi[0], b[n - 1])
+    return lo, hi
 
 
 def batch_vector_eager(x: Tensor, w: Tensor, sat: tuple[Tensor, Tensor] | None) -> Tensor:

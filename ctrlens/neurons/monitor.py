@@ -104,7 +104,8 @@ class NeuronMonitor:
                 e = tuple(map(float, edges[name]))  # type: ignore[assignment]
             sync = _sync_edges if self.distributed else None
             self.sketches[name] = LayerSketch(name, spec.activation, spec.kind, self.config, e, pca, sync, engine)  # type: ignore[arg-type]
-        self._session = TapSession(self.view, {k: v.tap for k, v in self.specs.items()}, self._on_output)
+        # packed=True: a model may hand sequence taps their real positions only (see ctrlens.models.taps)
+        self._session = TapSession(self.view, {k: v.tap for k, v in self.specs.items()}, self._on_output, packed=True)
         self._seen = SeenRows(self.view.tables) if tables and self.view.tables else None
         self._rows: dict[tuple, RowBatch] = {}
         self._samplers: dict[tuple, BottomK] = {}
@@ -181,6 +182,17 @@ class NeuronMonitor:
         out = ev.output.detach()
         if out.dtype not in (torch.float32, torch.float64):
             out = out.float()
+        mask = ev.mask
+        if ev.packed:  # [n, N]: the real positions of the mask only (the model's packed inference path)
+            rows = self._rows_for(ev.batch, ev.tap.mask, mask, mask.shape[1], out.device).packed()  # type: ignore[union-attr]
+            if out.shape[0] != rows.n_positions:
+                raise NeuronStatsError(
+                    f"layer {ev.name!r}: output {tuple(out.shape)} does not match the mask of {ev.tap.mask!r} "
+                    f"{tuple(mask.shape)} ({rows.n_positions} real positions); a masked layer's output must be "
+                    "[B, L, N], or [n, N] over the n real positions in row-major order (packed)"
+                )
+            self.sketches[ev.name].update(out, rows)
+            return None
         B = len(ev.batch)
         if out.dim() == 0 or out.shape[0] != B:
             raise NeuronStatsError(
@@ -195,7 +207,6 @@ class NeuronMonitor:
             x3 = out.reshape(B, -1, N)
             L = x3.shape[1]
             x = x3.reshape(B * L, N)
-        mask = ev.mask
         if mask is not None:
             if out.dim() < 3 or tuple(mask.shape) != (B, L):
                 raise NeuronStatsError(
@@ -225,7 +236,7 @@ class NeuronMonitor:
         row = batch.row.to(device=device, dtype=torch.int64) if batch.row is not None else (
             torch.arange(self._next_row, self._next_row + B, device=device)
         )
-        idx, h = None, None
+        idx, h, kept, n_pos = None, None, None, None
         seq_rate = self.config.seq_rate if L > 1 else 1.0
         if L > 1:
             # rows of the flattened [B * L] output: all positions, or the real ones under a mask
@@ -236,13 +247,14 @@ class NeuronMonitor:
                 pos = torch.arange(B * L, device=device)
             r_of = torch.div(pos, L, rounding_mode="floor")
             key = row.index_select(0, r_of) * L + (pos - r_of * L)
+            n_pos = int(pos.shape[0])
             if seq_rate < 1.0:
                 # keep positions of priority u < seq_rate: the histogram's and the sample's hash,
                 # so those subsamples nest inside this one
                 h = row_hash(key, self.config.seed)
                 keep = torch.nonzero(h < int(seq_rate * (1 << HASH_BITS))).squeeze(1)
                 pos, r_of, key, h = (t.index_select(0, keep) for t in (pos, r_of, key, h))
-                idx = pos
+                idx, kept = pos, keep
             weights = weights.index_select(1, r_of)
             label = label.index_select(0, r_of)
         else:
@@ -262,6 +274,8 @@ class NeuronMonitor:
             self.config.hist_rate,
             sampler,
             seq_rate,
+            kept,
+            n_pos,
         )
         self._rows[ck] = r
         return r

@@ -10,6 +10,8 @@ is split into batches, halves or DDP shards.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 
@@ -57,26 +59,29 @@ class BottomK:
 
     def plan(self, hash: Tensor, key: Tensor, label: Tensor) -> tuple[Tensor, Tensor] | None:
         """``(src [c], dst [c])``: batch rows ``src`` go to slots ``dst``; ``None``: no change."""
-        # rank = (hash << 32) | key: only rows with hash <= the threshold's hash can enter
+        # rank = (hash << 32) | key: only rows with hash <= the threshold's hash can enter; once the
+        # sample is full these are few, and everything below works on them alone
         cand = torch.nonzero(hash <= (self._tau >> 32)).squeeze(1)
         if cand.numel() == 0:
             return None
-        rank = torch.full_like(hash, EMPTY_RANK)
-        rank[cand] = row_rank(hash[cand], key[cand])
-        cand = cand[rank[cand] < self._tau]
-        if cand.numel() == 0:
+        rc = row_rank(hash.index_select(0, cand), key.index_select(0, cand))
+        sel = torch.nonzero(rc < self._tau).squeeze(1)
+        if sel.numel() == 0:
             return None
+        cand, rc = cand.index_select(0, sel), rc.index_select(0, sel)
         k = self.k
         if cand.numel() > k:  # only the batch's k smallest can enter
-            cand = cand[torch.topk(rank[cand], k, largest=False, sorted=False).indices]
-        allr = torch.cat([self.rank, rank[cand]])
+            top = torch.topk(rc, k, largest=False, sorted=False).indices
+            cand, rc = cand.index_select(0, top), rc.index_select(0, top)
+        allr = torch.cat([self.rank, rc])
         keep = torch.zeros(allr.shape[0], dtype=torch.bool, device=allr.device)
         keep[torch.topk(allr, k, largest=False, sorted=False).indices] = True
         dst = torch.nonzero(~keep[:k]).squeeze(1)  # evicted slots (empty ones first: largest rank)
-        src = cand[torch.nonzero(keep[k:]).squeeze(1)]  # admitted batch rows
+        adm = torch.nonzero(keep[k:]).squeeze(1)
+        src = cand.index_select(0, adm)  # admitted batch rows
         if src.numel() == 0:
             return None
-        self.rank[dst] = rank[src]
+        self.rank[dst] = rc.index_select(0, adm)
         self.key[dst] = key[src]
         self.label[dst] = label[src]
         self._tau = self.rank.max()
@@ -108,6 +113,8 @@ class RowBatch:
             real rows with priority ``u < hist_rate``), else ``None`` (every real row).
         sampler: the :class:`BottomK` of this row set.
         seq_rate: the share of the real sequence positions kept (1.0: all; see ``SketchConfig``).
+        kept: int64 ``[n]`` which of the real positions are kept (``seq_rate < 1``), else ``None``.
+        n_positions: the real positions before ``seq_rate`` (rows of a packed output).
     """
 
     def __init__(
@@ -121,20 +128,41 @@ class RowBatch:
         hist_rate: float,
         sampler: BottomK | None,
         seq_rate: float = 1.0,
+        kept: Tensor | None = None,
+        n_positions: int | None = None,
     ):
         self.n = int(key.shape[0])
+        # for packed outputs (the real positions only, see packed()): which of them are kept
+        self.kept, self.n_positions = kept, self.n if n_positions is None else n_positions
+        self._parent: RowBatch | None = None
+        self._packed: RowBatch | None = None
         self.seq_rate = seq_rate
         self.idx, self.weights, self.labelled = idx, weights, labelled
         # not a view of weights: compiled kernels guard on whether an input is a view
         self.click = weights[0].clone()
         self.label, self.key, self.hash = label, key, hash
         cut = int(hist_rate * (1 << HASH_BITS))
-        self.hist_pos = None if hist_rate >= 1.0 else self.positions(torch.nonzero(hash < cut).squeeze(1))
+        self._hist_rows = None if hist_rate >= 1.0 else torch.nonzero(hash < cut).squeeze(1)
+        self.hist_pos = None if self._hist_rows is None else self.positions(self._hist_rows)
         self.sampler = sampler
         self._plan: tuple | None = None
         self._planned = False
         self._cast: dict[tuple, Tensor] = {}
         self._gather: tuple[Tensor, Tensor] | None = None
+
+    def packed(self) -> "RowBatch":
+        """The same rows for a layer whose output holds only the real positions, ``[n_positions, N]``
+        in row-major order of the mask (a model's packed inference path, see
+        :func:`ctrlens.models.taps.accepts_packed`): indices then point into that output. Shares the
+        sample plan, so layers packed or not update the row set's sample once per batch."""
+        if self._parent is not None or self.idx is None:
+            return self
+        if self._packed is None:
+            v = copy.copy(self)
+            v.idx, v._parent, v._gather = self.kept, self, None
+            v.hist_pos = None if self._hist_rows is None else v.positions(self._hist_rows)
+            self._packed = v
+        return self._packed
 
     def positions(self, rows: Tensor) -> Tensor:
         """Positions in the flattened output of real rows ``rows`` (indices into ``0..n-1``)."""
@@ -172,6 +200,8 @@ class RowBatch:
 
     def plan(self) -> tuple[Tensor, Tensor] | None:
         """This batch's sample update (computed once, shared by the row set's layers)."""
+        if self._parent is not None:
+            return self._parent.plan()
         if not self._planned:
             self._planned = True
             if self.sampler is not None:

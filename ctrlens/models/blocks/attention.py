@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ctrlens.errors import InputError
 from ctrlens.models.blocks.mlp import MLP
 from ctrlens.models.interface import LayerSpec
+from ctrlens.models.taps import accepts_packed
 
 _NEG = -1e9  # finite, so a row with no real behaviour gives zeros, not NaN gradients
 
@@ -90,10 +91,11 @@ class AttentionPooling(nn.Module):
 
     def _packable(self, mask: Tensor) -> bool:
         """Whether the scores may be computed on the real positions only (:meth:`_packed_scores`):
-        nothing watches the unit's inner layers (their taps expect ``[B, L, H]``), no normalisation
-        between them, and enough padding to be worth the gather."""
+        whatever watches the unit's inner layers accepts their real positions ``[n, H]`` instead of
+        ``[B, L, H]`` (:func:`~ctrlens.models.taps.accepts_packed`; neuron statistics do), no
+        normalisation between them, and enough padding to be worth the gather."""
         mods = [*self.mlp.modules(), *self.score.modules()]
-        if any(m._forward_hooks or m._forward_pre_hooks for m in mods):
+        if not all(accepts_packed(m) for m in mods):
             return False
         if not all(isinstance(n, nn.Identity) for n in self.mlp.norms):
             return False

@@ -73,7 +73,7 @@ def test_cli_neurons_json_and_summary_file(din, tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("engine", ["eager", "compiled"])
-def test_packed_attention_taps_give_the_padded_runs_statistics(din, engine) -> None:
+def test_packed_attention_taps_give_the_padded_runs_statistics(din, engine, monkeypatch) -> None:
     """Watched, DIN's attention unit still runs on the real history positions only (its taps accept
     packed ``[n, H]`` outputs); the statistics equal those of the padded run, which a foreign hook
     (one that does not accept packed outputs) forces."""
@@ -88,24 +88,20 @@ def test_packed_attention_taps_give_the_padded_runs_statistics(din, engine) -> N
     orig = AttentionPooling._packable
 
     def spy(self, mask):
-        r = orig(self, mask)
-        seen.append(r)
-        return r
+        seen.append(orig(self, mask))
+        return seen[-1]
 
+    monkeypatch.setattr(AttentionPooling, "_packable", spy)
     kw = dict(sample_size=300, hist_rate=0.3, seq_rate=0.6, engine=engine)
-    AttentionPooling._packable = spy  # type: ignore[method-assign]
+    packed = NeuronMonitor(view, **kw).run(batches)
+    assert seen and all(seen), "the watched attention unit did not take its packed path"
+    seen.clear()
+    handle = units[0].mlp.acts[0].register_forward_hook(lambda m, a, o: None)
     try:
-        packed = NeuronMonitor(view, **kw).run(batches)
-        assert seen and all(seen), "the watched attention unit did not take its packed path"
-        seen.clear()
-        handle = units[0].mlp.acts[0].register_forward_hook(lambda m, a, o: None)
-        try:
-            padded = NeuronMonitor(view, **kw).run(batches)
-        finally:
-            handle.remove()
-        assert seen and not any(seen)
+        padded = NeuronMonitor(view, **kw).run(batches)
     finally:
-        AttentionPooling._packable = orig  # type: ignore[method-assign]
+        handle.remove()
+    assert seen and not any(seen)
     for name in view.layers:
         a, b = packed[name], padded[name]
         np.testing.assert_array_equal(a.counts, b.counts, err_msg=name)

@@ -154,12 +154,13 @@ class RowBatch:
         """The same rows for a layer whose output holds only the real positions, ``[n_positions, N]``
         in row-major order of the mask (a model's packed inference path, see
         :func:`ctrlens.models.taps.accepts_packed`): indices then point into that output. Shares the
-        sample plan, so layers packed or not update the row set's sample once per batch."""
+        sample plan and the compiled kernel's row list with this row set, so layers packed or not
+        update the row set's sample once per batch."""
         if self._parent is not None or self.idx is None:
             return self
         if self._packed is None:
             v = copy.copy(self)
-            v.idx, v._parent, v._gather = self.kept, self, None
+            v.idx, v._parent = self.kept, self
             v.hist_pos = None if self._hist_rows is None else v.positions(self._hist_rows)
             self._packed = v
         return self._packed
@@ -187,6 +188,8 @@ class RowBatch:
         kernel). The kernel reads rows by index, so padding costs no copy of the layer output, and
         takes the copies' contribution back out (no per-row validity weights). ``nreal``: ``n`` as
         a 0-d float tensor."""
+        if self._parent is not None:  # the same n compacted rows: one index list for both views
+            return self._parent.gather(block)
         if self._gather is None:
             dev = self.key.device
             base = torch.arange(self.n, device=dev)
